@@ -1,0 +1,10 @@
+//! strait: run GGUF language models larger than the GPU, with an exact memory budget.
+//!
+//! Data flows one way: file bytes ([`gguf`]) -> quantized blocks ([`quant`]) -> tokens
+//! ([`tokenizer`]) and models ([`model`]) -> the engine.
+
+pub mod error;
+pub mod gguf;
+pub mod quant;
+
+pub use error::{Error, Result};
