@@ -55,7 +55,9 @@ pub enum GgufError {
     BigEndian { version: u32 },
     #[error("unsupported GGUF version {version} at offset 4 (supported: 1, 2, 3)")]
     UnsupportedVersion { version: u32 },
-    #[error("{field} = {count} at offset {offset} cannot fit in the {remaining} bytes that remain")]
+    #[error(
+        "{field} = {count} at offset {offset} cannot fit in the {remaining} bytes that remain"
+    )]
     CountTooLarge {
         field: &'static str,
         count: u64,
@@ -79,7 +81,11 @@ pub enum GgufError {
         limit: u64,
     },
     #[error("metadata key {key}: arrays nested deeper than {limit} at offset {offset}")]
-    NestingTooDeep { key: String, offset: u64, limit: usize },
+    NestingTooDeep {
+        key: String,
+        offset: u64,
+        limit: usize,
+    },
     #[error("metadata key {key}: BOOL value {value} at offset {offset} is not 0 or 1")]
     InvalidBool { key: String, value: u8, offset: u64 },
     #[error("metadata key {key}: unknown value type {type_id} at offset {offset}")]
@@ -103,9 +109,17 @@ pub enum GgufError {
     #[error("tensor {name} at offset {offset} is a duplicate")]
     DuplicateTensor { name: String, offset: u64 },
     #[error("tensor {name} at offset {offset}: n_dims {n_dims} is not between 1 and 4")]
-    BadDimCount { name: String, n_dims: u32, offset: u64 },
+    BadDimCount {
+        name: String,
+        n_dims: u32,
+        offset: u64,
+    },
     #[error("tensor {name} at offset {offset}: dimension {dim} is 0")]
-    ZeroDimension { name: String, dim: usize, offset: u64 },
+    ZeroDimension {
+        name: String,
+        dim: usize,
+        offset: u64,
+    },
     #[error("tensor {name} at offset {offset}: shape {shape:?} overflows a 64-bit byte size")]
     TensorTooLarge {
         name: String,
@@ -143,7 +157,9 @@ pub enum GgufError {
         size: u64,
         available: u64,
     },
-    #[error("tensors {a} and {b} overlap: {a} ends at data offset {a_end}, {b} starts at {b_start}")]
+    #[error(
+        "tensors {a} and {b} overlap: {a} ends at data offset {a_end}, {b} starts at {b_start}"
+    )]
     TensorsOverlap {
         a: String,
         b: String,

@@ -1,1 +1,41 @@
-fn main() {}
+//! The strait command line: parse arguments, call the library, print.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "strait",
+    version,
+    about = "Run GGUF language models larger than your GPU, with an exact memory budget"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what a GGUF file holds: architecture, sizes, quant types, hyperparameters
+    Inspect(cli::inspect::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => cli::inspect::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            // Sources already named in the message are not repeated.
+            if !e.to_string().contains(&s.to_string()) {
+                eprintln!("  caused by: {s}");
+            }
+            source = s.source();
+        }
+        std::process::exit(1);
+    }
+}

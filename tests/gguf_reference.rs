@@ -1,11 +1,13 @@
 //! The reader against files made by ggml and llama.cpp.
 
+use std::path::PathBuf;
 use strait::gguf::GgufFile;
 use strait::quant::GgmlType;
-use std::path::PathBuf;
 
 fn reference(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference")
+        .join(rel)
 }
 
 #[test]
@@ -41,6 +43,13 @@ fn reads_tiny_models() {
     let out = f.require("output.weight").unwrap();
     assert_eq!(out.shape, vec![128, 128256]);
     assert_eq!(out.ty, GgmlType::Q8_0);
-    let err = f.metadata().u32("general.architecture").unwrap_err().to_string();
-    assert_eq!(err, "metadata key general.architecture: expected an integer, found STRING");
+    let err = f
+        .metadata()
+        .u32("general.architecture")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "metadata key general.architecture: expected an integer, found STRING"
+    );
 }

@@ -275,7 +275,11 @@ impl Header {
     /// Parses the header of a GGUF file held in `buf` (the whole file, or at least the header
     /// plus the data section, whose length bounds every tensor).
     pub fn parse(buf: &[u8]) -> Result<Header, GgufError> {
-        let mut c = Cursor { buf, pos: 0, v1: false };
+        let mut c = Cursor {
+            buf,
+            pos: 0,
+            v1: false,
+        };
         let magic: [u8; 4] = c.array("magic").map_err(|_| GgufError::BadMagic {
             found: {
                 let mut m = [0u8; 4];
@@ -378,7 +382,11 @@ impl Header {
                 let at = c.offset();
                 let ne = c.len(&format!("{name}.ne[{dim}]"))?;
                 if ne == 0 {
-                    return Err(GgufError::ZeroDimension { name, dim, offset: at });
+                    return Err(GgufError::ZeroDimension {
+                        name,
+                        dim,
+                        offset: at,
+                    });
                 }
                 shape.push(ne);
             }
@@ -440,7 +448,10 @@ impl Header {
         let data_offset = align_up(c.offset(), alignment).unwrap_or(u64::MAX);
         let available = (buf.len() as u64).saturating_sub(data_offset);
         for t in &tensors {
-            if t.offset.checked_add(t.size).map_or(true, |end| end > available) {
+            if t.offset
+                .checked_add(t.size)
+                .map_or(true, |end| end > available)
+            {
                 return Err(GgufError::TensorOutOfBounds {
                     name: t.name.clone(),
                     data_offset: t.offset,
@@ -638,7 +649,9 @@ impl GgufFile {
         }
         let file = Self::assemble(parts);
         if file.index.len() != file.tensors.len() {
-            return Err(split_err("a tensor name appears in more than one shard".to_string()));
+            return Err(split_err(
+                "a tensor name appears in more than one shard".to_string(),
+            ));
         }
         Ok(file)
     }

@@ -163,7 +163,10 @@ impl Array {
             Array::I16(v) => v.iter().map(|&x| x as i64).collect(),
             Array::U32(v) => v.iter().map(|&x| x as i64).collect(),
             Array::I32(v) => v.iter().map(|&x| x as i64).collect(),
-            Array::U64(v) => v.iter().map(|&x| i64::try_from(x).ok()).collect::<Option<_>>()?,
+            Array::U64(v) => v
+                .iter()
+                .map(|&x| i64::try_from(x).ok())
+                .collect::<Option<_>>()?,
             Array::I64(v) => v.clone(),
             _ => return None,
         })
@@ -339,14 +342,18 @@ impl Metadata {
 
     /// A float at `key` (F32 or F64; integers are accepted too).
     pub fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         v.as_f64()
             .map(|x| Some(x as f32))
             .ok_or_else(|| type_error(key, "a number", v))
     }
 
     pub fn f32(&self, key: &str) -> Result<f32> {
-        self.opt_f32(key)?.ok_or_else(|| Error::MissingKey { key: key.to_string() })
+        self.opt_f32(key)?.ok_or_else(|| Error::MissingKey {
+            key: key.to_string(),
+        })
     }
 
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
@@ -366,7 +373,9 @@ impl Metadata {
     }
 
     pub fn str(&self, key: &str) -> Result<&str> {
-        self.opt_str(key)?.ok_or_else(|| Error::MissingKey { key: key.to_string() })
+        self.opt_str(key)?.ok_or_else(|| Error::MissingKey {
+            key: key.to_string(),
+        })
     }
 
     pub fn opt_array(&self, key: &str) -> Result<Option<&Array>> {

@@ -112,7 +112,11 @@ impl GgmlType {
         if let Some(name) = removed {
             return Err(TypeIdError::Removed(name));
         }
-        Self::ALL.iter().copied().find(|t| t.id() == id).ok_or(TypeIdError::Unknown)
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| t.id() == id)
+            .ok_or(TypeIdError::Unknown)
     }
 
     /// The id stored in GGUF files.
@@ -164,7 +168,10 @@ impl GgmlType {
 
     /// Parses a name as [`name`](Self::name) prints it (case-insensitive).
     pub fn from_name(s: &str) -> Option<GgmlType> {
-        Self::ALL.iter().copied().find(|t| t.name().eq_ignore_ascii_case(s))
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 
     /// Elements per block (`blck_size` in ggml).

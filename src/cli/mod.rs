@@ -1,0 +1,3 @@
+//! One module per subcommand: its arguments and the code that prints its output.
+
+pub mod inspect;
