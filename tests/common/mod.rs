@@ -1,0 +1,34 @@
+//! Paths shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// A file under ../shared/reference.
+pub fn reference(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference")
+        .join(rel)
+}
+
+/// Where scripts/fetch-models.sh puts the test models.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STRAIT_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    home.join(".cache/strait/models")
+}
+
+pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// A real test model; panics with the fix when it has not been fetched.
+pub fn model(file: &str) -> PathBuf {
+    let path = models_dir().join(file);
+    assert!(
+        path.exists(),
+        "test model {} not found: run scripts/fetch-models.sh first",
+        path.display()
+    );
+    path
+}
