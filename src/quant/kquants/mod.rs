@@ -18,6 +18,13 @@ pub use q4k::BlockQ4K;
 pub use q5k::BlockQ5K;
 pub use q6k::BlockQ6K;
 
+// The quants of a block unpacked to one signed byte per value, in value order: the shared
+// first step of the scalar dot products, and the oracle for faster unpacking.
+pub use q3k::q3k_values;
+pub use q4k::q4k_values;
+pub use q5k::q5k_values;
+pub use q6k::q6k_values;
+
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8K, QuantBlock};
 use super::{GgmlType, Kernels, QK_K};
 
@@ -77,7 +84,7 @@ fn dot_blocks<B: QuantBlock>(n: usize, x: &[u8], y: &[u8], f: fn(&B, &BlockQ8K) 
     let nb = n / QK_K;
     let x = &as_blocks::<B>(x)[..nb];
     let y = &as_blocks::<BlockQ8K>(y)[..nb];
-    x.iter().zip(y).map(|(a, b)| f(a, b)).sum()
+    x.iter().zip(y).fold(0.0, |s, (a, b)| s + f(a, b))
 }
 
 /// What one block contributes to a dot product accumulated as ggml's generic Q3_K..Q6_K
