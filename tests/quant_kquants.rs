@@ -51,6 +51,10 @@ fn q8_k_matches_ggml() {
     );
 }
 
+/// Q8_K rounds to nearest with an f32 scale `amax / 127`: half a step, plus the f32 rounding
+/// of the scale, of `x * iscale` (up to 127 * 2^-24 steps each) and of `d * q`.
+const Q8K_REL: f64 = (0.5 + 4e-5) / 127.0;
+
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
@@ -90,7 +94,7 @@ fn q8_k_dequantize_reproduces_ggml_dots() {
             for (k, (&u, &v)) in yb.iter().zip(qb).enumerate() {
                 let err = (u as f64 - v as f64).abs();
                 assert!(
-                    err <= amax / 254.0 * (1.0 + 1e-5),
+                    err <= Q8K_REL * amax,
                     "{ty} y block {b} value {k}: {u} dequantized to {v}"
                 );
             }
@@ -126,8 +130,7 @@ fn round_trip_bound(ty: GgmlType) -> (f64, f64) {
         GgmlType::Q4K => (0.25, step * (63.0 * 15.0 + 63.0)),
         GgmlType::Q5K => (0.15, step * (63.0 * 31.0 + 63.0)),
         GgmlType::Q6K => (0.2, step * 128.0 * 32.0),
-        // f32 scale, round to nearest: half a step of amax / 127.
-        GgmlType::Q8K => (1.0 / 254.0 * (1.0 + 1e-5), 0.0),
+        GgmlType::Q8K => (Q8K_REL, 0.0),
         _ => unreachable!(),
     }
 }
