@@ -555,6 +555,27 @@ fn sum_sq(x: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
+    fn block_matches_type<B: QuantBlock>() {
+        assert_eq!(std::mem::size_of::<B>(), B::TYPE.type_size(), "{}", B::TYPE);
+        assert_eq!(B::TYPE.block_size(), QK_K);
+        let k = kernels(B::TYPE).unwrap();
+        assert_eq!(
+            (k.ty, k.dot_type),
+            (B::TYPE, <B::VecDot as QuantBlock>::TYPE)
+        );
+    }
+
+    #[test]
+    fn blocks_agree_with_the_type_table() {
+        block_matches_type::<BlockQ2K>();
+        block_matches_type::<BlockQ3K>();
+        block_matches_type::<BlockQ4K>();
+        block_matches_type::<BlockQ5K>();
+        block_matches_type::<BlockQ6K>();
+        block_matches_type::<BlockQ8K>();
+        assert!(kernels(GgmlType::Q4_0).is_none());
+    }
+
     #[test]
     fn nearest_int_rounds_half_to_even_and_wraps_like_ggml() {
         assert_eq!(nearest_int(0.5), 0);
