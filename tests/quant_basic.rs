@@ -67,3 +67,13 @@ fn q1_0() {
 fn q2_0() {
     assert_eq!(check_quant(GgmlType::Q2_0), Vec::<&str>::new());
 }
+
+#[test]
+fn mxfp4() {
+    assert_eq!(check_quant(GgmlType::MXFP4), Vec::<&str>::new());
+}
+
+#[test]
+fn nvfp4() {
+    assert_eq!(check_quant(GgmlType::NVFP4), Vec::<&str>::new());
+}
