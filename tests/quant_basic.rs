@@ -96,3 +96,13 @@ fn iq4_nl() {
 fn iq4_xs() {
     assert_eq!(check_quant(GgmlType::IQ4XS), without_q8k());
 }
+
+#[test]
+fn tq1_0() {
+    assert_eq!(check_quant(GgmlType::TQ1_0), without_q8k());
+}
+
+#[test]
+fn tq2_0() {
+    assert_eq!(check_quant(GgmlType::TQ2_0), without_q8k());
+}
