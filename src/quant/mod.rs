@@ -14,6 +14,7 @@
 //! - `iquants`: IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S
 
 pub mod blocks;
+pub mod check;
 pub mod float;
 pub mod fp4;
 pub mod iq4;
@@ -115,4 +116,12 @@ pub fn vec_dot(ty: GgmlType, n: usize, x: &[u8], y: &[u8]) -> Result<f32> {
     check_len(ty, n, x.len())?;
     check_len(k.dot_type, n, y.len())?;
     Ok(f(n, x, y))
+}
+
+/// The kernel paths this CPU can run, the scalar reference first.
+pub fn kernel_paths() -> Vec<check::KernelPath> {
+    vec![check::KernelPath {
+        name: "scalar",
+        kernels: scalar,
+    }]
 }

@@ -32,3 +32,24 @@ pub fn model(file: &str) -> PathBuf {
     );
     path
 }
+
+/// Runs every check of one type's reference file in ../shared/reference/quant on every kernel
+/// path of this CPU and fails on any mismatch; returns the names of the checks that were
+/// skipped, so that each test states which ones it allows to be missing.
+pub fn check_quant(ty: strait::quant::GgmlType) -> Vec<&'static str> {
+    use strait::quant::check::{check_file, Outcome};
+    let path = reference(&format!("quant/{}.gguf", ty.name().to_lowercase()));
+    let results = check_file(&path, &strait::quant::kernel_paths()).unwrap();
+    let mut skipped = Vec::new();
+    for r in &results {
+        match &r.outcome {
+            Outcome::Mismatch { first, max_err } => panic!(
+                "{} {} {}: first mismatch {first}, max error {max_err}",
+                r.ty, r.path, r.check
+            ),
+            Outcome::Skipped(_) => skipped.push(r.check),
+            Outcome::Ok { .. } => {}
+        }
+    }
+    skipped
+}
