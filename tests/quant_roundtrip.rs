@@ -6,6 +6,9 @@
 //! - the dot product equals the f64 dot of the dequantized rows within the tolerance of the
 //!   reference vectors: 1e-5 * (|dot| + ‖x‖·‖y‖).
 
+// `!(err <= bound)`: a NaN error must fail.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use proptest::prelude::*;
 use strait::quant::blocks::{BlockQ8K, F16};
 use strait::quant::fp4::{e8m0_to_fp32_half, ue4m3_to_fp32, KVALUES_MXFP4};
