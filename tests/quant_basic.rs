@@ -275,3 +275,178 @@ fn check_reference_fails_on_a_mismatch_and_on_a_bad_file() {
     let out = check_reference(&tmp);
     assert_eq!(out.status.code(), Some(1));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reference files of other shapes, and malformed ones
+
+use strait::gguf::{GgufWriter, Metadata, Value};
+use strait::quant::check::{check_file, Outcome};
+use strait::quant::{dequantize_row, quantize_row, scalar, vec_dot};
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+/// A reference file for `ty` made with strait's own scalar kernels: `rows` rows of `n`
+/// values, `yrows` activation rows. `tamper` edits the tensors (name, shape, bytes) first.
+fn synthetic(
+    ty: GgmlType,
+    n: usize,
+    rows: usize,
+    yrows: usize,
+    tamper: impl Fn(&mut Vec<(String, GgmlType, Vec<u64>, Vec<u8>)>),
+) -> std::path::PathBuf {
+    let k = scalar(ty).unwrap();
+    let dt = k.dot_type;
+    let val = |i: usize| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i % 13) as f32);
+    let x: Vec<f32> = (0..n * rows).map(val).collect();
+    let y: Vec<f32> = (0..n * yrows).map(|i| val(i + 17)).collect();
+    let imatrix: Vec<f32> = (0..n).map(|i| 0.5 + (i % 5) as f32).collect();
+    let rb = ty.row_bytes(n as u64).unwrap() as usize;
+    let yb = dt.row_bytes(n as u64).unwrap() as usize;
+    let (mut xq, mut xqi, mut xdq) = (
+        vec![0u8; rb * rows],
+        vec![0u8; rb * rows],
+        vec![0f32; n * rows],
+    );
+    let mut yq = vec![0u8; yb * yrows];
+    for r in 0..rows {
+        let xr = &x[r * n..(r + 1) * n];
+        quantize_row(ty, xr, &mut xq[r * rb..(r + 1) * rb], None).unwrap();
+        quantize_row(ty, xr, &mut xqi[r * rb..(r + 1) * rb], Some(&imatrix)).unwrap();
+        dequantize_row(ty, &xq[r * rb..(r + 1) * rb], &mut xdq[r * n..(r + 1) * n]).unwrap();
+    }
+    for r in 0..yrows {
+        quantize_row(
+            dt,
+            &y[r * n..(r + 1) * n],
+            &mut yq[r * yb..(r + 1) * yb],
+            None,
+        )
+        .unwrap();
+    }
+    let mut dot = Vec::new();
+    for r in 0..rows {
+        for j in 0..yrows {
+            let xr = &xq[r * rb..(r + 1) * rb];
+            dot.push(vec_dot(ty, n, xr, &yq[j * yb..(j + 1) * yb]).unwrap());
+        }
+    }
+    let (n, rows, yrows) = (n as u64, rows as u64, yrows as u64);
+    let mut tensors = vec![
+        ("x".to_string(), GgmlType::F32, vec![n, rows], f32_bytes(&x)),
+        ("x.q".into(), ty, vec![n, rows], xq),
+        ("x.dq".into(), GgmlType::F32, vec![n, rows], f32_bytes(&xdq)),
+        (
+            "imatrix".into(),
+            GgmlType::F32,
+            vec![n],
+            f32_bytes(&imatrix),
+        ),
+        ("x.qi".into(), ty, vec![n, rows], xqi),
+        ("y".into(), GgmlType::F32, vec![n, yrows], f32_bytes(&y)),
+        ("y.q".into(), dt, vec![n, yrows], yq),
+        (
+            "dot".into(),
+            GgmlType::F32,
+            vec![yrows, rows],
+            f32_bytes(&dot),
+        ),
+    ];
+    tamper(&mut tensors);
+    let mut md = Metadata::new();
+    md.set("reference.type", Value::String(ty.name().into()));
+    md.set("reference.vec_dot_type", Value::String(dt.name().into()));
+    let mut w = GgufWriter::new(md).unwrap();
+    for (name, t, shape, bytes) in tensors {
+        w.add_tensor(&name, t, &shape, bytes).unwrap();
+    }
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "strait-synthetic-{}-{}.gguf",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    w.write_to_path(&path).unwrap();
+    path
+}
+
+#[test]
+fn any_row_length_and_row_count_is_checked() {
+    for (ty, n, rows, yrows) in [
+        (GgmlType::Q4_1, 64, 1, 1),
+        (GgmlType::Q1_0, 384, 5, 3),
+        (GgmlType::NVFP4, 192, 2, 7),
+        (GgmlType::IQ4NL, 32, 9, 2),
+        (GgmlType::BF16, 3, 4, 2),
+    ] {
+        let path = synthetic(ty, n, rows, yrows, |_| {});
+        let results = check_file(&path, &strait::quant::kernel_paths()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let scalar: Vec<_> = results.iter().filter(|r| r.path == "scalar").collect();
+        assert_eq!(scalar.len(), 5, "{ty}: {results:?}");
+        for r in scalar {
+            assert!(
+                matches!(r.outcome, Outcome::Ok { .. }),
+                "{ty} {n}x{rows}: {r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn malformed_reference_files_are_errors_naming_the_tensor() {
+    type Tensors = Vec<(String, GgmlType, Vec<u64>, Vec<u8>)>;
+    let set_shape = |name: &'static str, shape: Vec<u64>| {
+        move |t: &mut Tensors| {
+            let e = t.iter_mut().find(|e| e.0 == name).unwrap();
+            let size = e.1.row_bytes(shape.iter().product()).unwrap() as usize;
+            e.2 = shape.clone();
+            e.3.resize(size, 0);
+        }
+    };
+    let cases: Vec<(Box<dyn Fn(&mut Tensors)>, &str)> = vec![
+        (
+            Box::new(set_shape("x.q", vec![64, 3])),
+            "x.q has shape (64, 3), expected (128, 2)",
+        ),
+        (
+            Box::new(set_shape("x.dq", vec![128, 1])),
+            "x.dq has shape (128, 1)",
+        ),
+        (
+            Box::new(set_shape("imatrix", vec![64])),
+            "imatrix has shape (64, 1)",
+        ),
+        (
+            Box::new(set_shape("y", vec![96, 3])),
+            "y has rows of 96, x rows of 128",
+        ),
+        (
+            Box::new(set_shape("y.q", vec![128, 2])),
+            "y.q has shape (128, 2), expected (128, 3)",
+        ),
+        (
+            Box::new(set_shape("dot", vec![2, 3])),
+            "dot has shape (2, 3), expected (3, 2)",
+        ),
+        (
+            Box::new(|t: &mut Tensors| t.retain(|e| e.0 != "x.q")),
+            "tensor x.q is missing",
+        ),
+        (
+            Box::new(|t: &mut Tensors| {
+                let e = t.iter_mut().find(|e| e.0 == "x.dq").unwrap();
+                e.1 = GgmlType::F16;
+                e.3.truncate(e.3.len() / 2);
+            }),
+            "x.dq is F16, expected F32",
+        ),
+    ];
+    for (tamper, want) in cases {
+        let path = synthetic(GgmlType::Q8_0, 128, 2, 3, tamper);
+        let err = check_file(&path, &strait::quant::kernel_paths()).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.to_string().contains(want), "{err} (want {want})");
+    }
+}
