@@ -450,3 +450,45 @@ fn malformed_reference_files_are_errors_naming_the_tensor() {
         assert!(err.to_string().contains(want), "{err} (want {want})");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Block layouts
+
+/// A block's size is its type's size in the type table, and its dot type is the registry's.
+fn layout<B: strait::quant::blocks::QuantBlock>() {
+    let ty = B::TYPE;
+    assert_eq!(std::mem::size_of::<B>(), ty.type_size(), "{ty}");
+    assert_eq!(std::mem::align_of::<B>(), 1, "{ty}");
+    let k = scalar(ty).unwrap();
+    assert_eq!(k.ty, ty);
+    assert_eq!(
+        k.dot_type,
+        <B::VecDot as strait::quant::blocks::QuantBlock>::TYPE,
+        "{ty}"
+    );
+}
+
+#[test]
+fn block_layouts_agree_with_the_type_table() {
+    use strait::quant::{float, fp4, iq4, legacy, ternary};
+    layout::<strait::quant::blocks::F16>();
+    layout::<float::BF16>();
+    layout::<float::F32>();
+    layout::<legacy::BlockQ4_0>();
+    layout::<legacy::BlockQ4_1>();
+    layout::<legacy::BlockQ5_0>();
+    layout::<legacy::BlockQ5_1>();
+    layout::<strait::quant::blocks::BlockQ8_0>();
+    layout::<strait::quant::blocks::BlockQ8_1>();
+    layout::<legacy::BlockQ1_0>();
+    layout::<legacy::BlockQ2_0>();
+    layout::<fp4::BlockMxfp4>();
+    layout::<fp4::BlockNvfp4>();
+    layout::<iq4::BlockIq4Nl>();
+    layout::<iq4::BlockIq4Xs>();
+    layout::<ternary::BlockTq1_0>();
+    layout::<ternary::BlockTq2_0>();
+    assert_eq!(legacy::QK1_0, GgmlType::Q1_0.block_size());
+    assert_eq!(legacy::QK2_0, GgmlType::Q2_0.block_size());
+    assert_eq!(fp4::QK_NVFP4, GgmlType::NVFP4.block_size());
+}
