@@ -294,7 +294,7 @@ fn synthetic(
     n: usize,
     rows: usize,
     yrows: usize,
-    tamper: impl Fn(&mut Vec<(String, GgmlType, Vec<u64>, Vec<u8>)>),
+    tamper: impl Fn(&mut Tensors),
 ) -> std::path::PathBuf {
     let k = scalar(ty).unwrap();
     let dt = k.dot_type;
@@ -394,9 +394,12 @@ fn any_row_length_and_row_count_is_checked() {
     }
 }
 
+/// The tensors of a synthetic reference file: (name, type, shape, bytes).
+type Tensors = Vec<(String, GgmlType, Vec<u64>, Vec<u8>)>;
+type Tamper = Box<dyn Fn(&mut Tensors)>;
+
 #[test]
 fn malformed_reference_files_are_errors_naming_the_tensor() {
-    type Tensors = Vec<(String, GgmlType, Vec<u64>, Vec<u8>)>;
     let set_shape = |name: &'static str, shape: Vec<u64>| {
         move |t: &mut Tensors| {
             let e = t.iter_mut().find(|e| e.0 == name).unwrap();
@@ -405,7 +408,7 @@ fn malformed_reference_files_are_errors_naming_the_tensor() {
             e.3.resize(size, 0);
         }
     };
-    let cases: Vec<(Box<dyn Fn(&mut Tensors)>, &str)> = vec![
+    let cases: Vec<(Tamper, &str)> = vec![
         (
             Box::new(set_shape("x.q", vec![64, 3])),
             "x.q has shape (64, 3), expected (128, 2)",
