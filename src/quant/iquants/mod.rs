@@ -7,6 +7,7 @@
 //! `ggml_vec_dot_iq*_q8_K` (ggml-cpu/quants.c).
 
 pub mod grids;
+mod quantize;
 
 use super::blocks::{as_blocks, BlockQ8K, QuantBlock, F16};
 use super::{DequantizeFn, GgmlType, Kernels, QuantizeFn, VecDotFn, QK_K};
@@ -607,8 +608,16 @@ pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
         GgmlType::IQ2XXS => entry::<BlockIQ2XXS>(dequantize_iq2_xxs, None, vec_dot_iq2_xxs),
         GgmlType::IQ2XS => entry::<BlockIQ2XS>(dequantize_iq2_xs, None, vec_dot_iq2_xs),
         GgmlType::IQ2S => entry::<BlockIQ2S>(dequantize_iq2_s, None, vec_dot_iq2_s),
-        GgmlType::IQ3XXS => entry::<BlockIQ3XXS>(dequantize_iq3_xxs, None, vec_dot_iq3_xxs),
-        GgmlType::IQ3S => entry::<BlockIQ3S>(dequantize_iq3_s, None, vec_dot_iq3_s),
+        GgmlType::IQ3XXS => entry::<BlockIQ3XXS>(
+            dequantize_iq3_xxs,
+            Some(quantize::quantize_iq3_xxs),
+            vec_dot_iq3_xxs,
+        ),
+        GgmlType::IQ3S => entry::<BlockIQ3S>(
+            dequantize_iq3_s,
+            Some(quantize::quantize_iq3_s),
+            vec_dot_iq3_s,
+        ),
         GgmlType::IQ1S => entry::<BlockIQ1S>(dequantize_iq1_s, None, vec_dot_iq1_s),
         GgmlType::IQ1M => entry::<BlockIQ1M>(dequantize_iq1_m, None, vec_dot_iq1_m),
         _ => return None,
