@@ -34,17 +34,17 @@ fn iq1_m_matches_ggml() {
 
 #[test]
 fn iq2_xxs_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ2XXS), ["quantize", "activation"]);
+    assert_eq!(check_quant(GgmlType::IQ2XXS), ["activation"]);
 }
 
 #[test]
 fn iq2_xs_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ2XS), ["quantize", "activation"]);
+    assert_eq!(check_quant(GgmlType::IQ2XS), ["activation"]);
 }
 
 #[test]
 fn iq2_s_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ2S), ["quantize", "activation"]);
+    assert_eq!(check_quant(GgmlType::IQ2S), ["activation"]);
 }
 
 #[test]

@@ -605,9 +605,21 @@ fn entry<B: QuantBlock>(
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
     Some(match ty {
-        GgmlType::IQ2XXS => entry::<BlockIQ2XXS>(dequantize_iq2_xxs, None, vec_dot_iq2_xxs),
-        GgmlType::IQ2XS => entry::<BlockIQ2XS>(dequantize_iq2_xs, None, vec_dot_iq2_xs),
-        GgmlType::IQ2S => entry::<BlockIQ2S>(dequantize_iq2_s, None, vec_dot_iq2_s),
+        GgmlType::IQ2XXS => entry::<BlockIQ2XXS>(
+            dequantize_iq2_xxs,
+            Some(quantize::quantize_iq2_xxs),
+            vec_dot_iq2_xxs,
+        ),
+        GgmlType::IQ2XS => entry::<BlockIQ2XS>(
+            dequantize_iq2_xs,
+            Some(quantize::quantize_iq2_xs),
+            vec_dot_iq2_xs,
+        ),
+        GgmlType::IQ2S => entry::<BlockIQ2S>(
+            dequantize_iq2_s,
+            Some(quantize::quantize_iq2_s),
+            vec_dot_iq2_s,
+        ),
         GgmlType::IQ3XXS => entry::<BlockIQ3XXS>(
             dequantize_iq3_xxs,
             Some(quantize::quantize_iq3_xxs),

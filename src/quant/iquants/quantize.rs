@@ -8,6 +8,7 @@
 
 use super::grids::*;
 use std::sync::OnceLock;
+use super::QK_K;
 
 /// `GROUP_MAX_EPS*`: a group whose largest magnitude is below this quantizes to zero.
 const GROUP_MAX_EPS: f32 = 1e-15;
@@ -386,16 +387,16 @@ pub(super) fn quantize_iq3_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f3
         refine: Refine::OffGrid,
     };
     let blocks: &mut [BlockIQ3XXS] = bytemuck::cast_slice_mut(dst);
-    for (ibl, (xbl, y)) in src.chunks_exact(super::QK_K).zip(blocks).enumerate() {
-        let sigma2 = 2.0 * sum_sq(xbl) / super::QK_K as f32;
-        let mut q3 = [0u8; 3 * super::QK_K / 8];
+    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
+        let sigma2 = 2.0 * sum_sq(xbl) / QK_K as f32;
+        let mut q3 = [0u8; 3 * QK_K / 8];
         let mut scales = [0f32; 8];
         let mut max_scale = 0f32;
         for (ib, xb) in xbl.chunks_exact(32).enumerate() {
             let mut weight = [0f32; 32];
             match imatrix {
                 Some(qw) => {
-                    let qw = &qw[super::QK_K * ibl + 32 * ib..];
+                    let qw = &qw[QK_K * ibl + 32 * ib..];
                     for i in 0..32 {
                         weight[i] = qw[i] * (sigma2 + xb[i] * xb[i]).sqrt();
                     }
@@ -471,9 +472,9 @@ pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
         refine: Refine::AllIfAnyOff,
     };
     let blocks: &mut [BlockIQ3S] = bytemuck::cast_slice_mut(dst);
-    for (ibl, (xbl, y)) in src.chunks_exact(super::QK_K).zip(blocks).enumerate() {
+    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
         *y = bytemuck::Zeroable::zeroed();
-        let sigma2 = 2.0 * sum_sq(xbl) / super::QK_K as f32;
+        let sigma2 = 2.0 * sum_sq(xbl) / QK_K as f32;
         let mut scales = [0f32; 8];
         let mut max_scale = 0f32;
         // ggml advances its qs and signs pointers only past groups that were not all zero,
@@ -483,7 +484,7 @@ pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
             let mut weight = [0f32; 32];
             match imatrix {
                 Some(qw) => {
-                    let qw = &qw[super::QK_K * ibl + 32 * ib..];
+                    let qw = &qw[QK_K * ibl + 32 * ib..];
                     for i in 0..32 {
                         weight[i] = qw[i] * (sigma2 + xb[i] * xb[i]).sqrt();
                     }
@@ -541,6 +542,340 @@ pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
             let l1 = group_scale(id, scales[ib], 15);
             let l2 = group_scale(id, scales[ib + 1], 15);
             y.scales[ib / 2] = (l1 | l2 << 4) as u8;
+        }
+    }
+}
+
+/// The importance of each value of a group: `qw sqrt(sigma2 + x^2)` with the importance matrix
+/// `qw`, else `plain(x)`.
+#[inline]
+fn group_weights(
+    weight: &mut [f32],
+    xb: &[f32],
+    qw: Option<&[f32]>,
+    sigma2: f32,
+    plain: impl Fn(f32) -> f32,
+) {
+    match qw {
+        Some(qw) => {
+            for ((w, &x), &q) in weight.iter_mut().zip(xb).zip(qw) {
+                *w = q * (sigma2 + x * x).sqrt();
+            }
+        }
+        None => {
+            for (w, &x) in weight.iter_mut().zip(xb) {
+                *w = plain(x);
+            }
+        }
+    }
+}
+
+/// The importance-matrix slice of group `ib` (of `size` values) of super-block `ibl`.
+#[inline]
+fn imatrix_at(imatrix: Option<&[f32]>, ibl: usize, size: usize, ib: usize) -> Option<&[f32]> {
+    imatrix.map(|w| &w[QK_K * ibl + size * ib..QK_K * ibl + size * (ib + 1)])
+}
+
+/// IQ2_XXS, IQ2_XS and IQ1_S need an importance matrix (ggml refuses to quantize them
+/// without one); without it, every column is given the same importance.
+fn flat_importance(x: f32, sigma2: f32) -> f32 {
+    (sigma2 + x * x).sqrt()
+}
+
+/// `make_qp_quants`: levels `0..=nmax` and a scale for non-negative `x`, by weighted least
+/// squares over a few trial scales and a few passes of coordinate descent.
+fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], w: &[f32]) -> f32 {
+    let max = x.iter().fold(0f32, |m, &v| fmax(m, v));
+    if max < GROUP_MAX_EPS {
+        l.fill(0);
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / max;
+    for (l, &x) in l.iter_mut().zip(x) {
+        *l = nearest_int(iscale * x) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0f32;
+    for ((&l, &x), &w) in l.iter().zip(x).zip(w) {
+        let diff = x - scale * l as f32;
+        best_mse += w * diff * diff;
+    }
+    for is in (-4..=4).filter(|&is| is != 0) {
+        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
+        let scale_is = 1.0 / iscale_is;
+        let mut mse = 0f32;
+        for (&x, &w) in x.iter().zip(w) {
+            let l = nearest_int(iscale_is * x).min(nmax);
+            let diff = x - scale_is * l as f32;
+            mse += w * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for ((l, &x), &w) in l.iter_mut().zip(x).zip(w) {
+        let li = nearest_int(iscale * x).min(nmax);
+        *l = li as u8;
+        sumlx += w * x * li as f32;
+        suml2 += w * li as f32 * li as f32;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for ((l, &x), &w) in l.iter_mut().zip(x).zip(w) {
+            let lf = *l as f32;
+            let mut slx = sumlx - w * x * lf;
+            let mut sl2 = suml2 - w * lf * lf;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(x * sl2 / slx).min(nmax);
+                if new_l != *l as i32 {
+                    slx += w * x * new_l as f32;
+                    sl2 += w * new_l as f32 * new_l as f32;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        *l = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+// ---- IQ2_XXS, IQ2_XS, IQ2_S
+
+/// `quantize_row_iq2_xxs_impl`
+pub(super) fn quantize_iq2_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    use super::BlockIQ2XXS;
+    let search = Search {
+        lattice: iq2xxs_lattice(),
+        kmaxq: 3,
+        steps: -6..=6,
+        step: 0.1,
+        on_grid_init: true,
+        refine: Refine::Always,
+    };
+    let blocks: &mut [BlockIQ2XXS] = bytemuck::cast_slice_mut(dst);
+    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
+        *y = bytemuck::Zeroable::zeroed();
+        let sigma2 = sum_sq(xbl) / QK_K as f32;
+        let mut q2 = [0u32; QK_K / 16];
+        let mut scales = [0f32; QK_K / 32];
+        let mut max_scale = 0f32;
+        for (ib, xb) in xbl.chunks_exact(32).enumerate() {
+            let mut weight = [0f32; 32];
+            group_weights(
+                &mut weight,
+                xb,
+                imatrix_at(imatrix, ibl, 32, ib),
+                sigma2,
+                |x| flat_importance(x, sigma2),
+            );
+            let waux = weight.map(f32::sqrt);
+            let mut xval = [0f32; 32];
+            let mut signs = [0u8; 4];
+            for k in 0..4 {
+                let r = 8 * k..8 * k + 8;
+                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
+            }
+            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            if max < GROUP_MAX_EPS {
+                continue;
+            }
+            let mut lq = [0u8; 32];
+            let scale = make_qp_quants(search.kmaxq + 1, &xval, &mut lq, &weight);
+            let eff_max = scale * search.kmaxq as f32;
+            if eff_max <= 0.0 {
+                continue;
+            }
+            let mut l = lq.map(|v| v as i8);
+            let mut scale = lattice_search(&search, &xval, &weight, &waux, &mut l, eff_max, scale);
+            if scale < 0.0 {
+                scale = -scale;
+                for s in &mut signs {
+                    *s = !*s & 127;
+                }
+            }
+            for k in 0..4 {
+                let j = search.lattice.index_of(&l[8 * k..8 * k + 8]) as u32;
+                q2[2 * ib] |= j << (8 * k);
+                q2[2 * ib + 1] |= (signs[k] as u32) << (7 * k);
+            }
+            scales[ib] = scale;
+            max_scale = fmax(max_scale, scale);
+        }
+        if max_scale == 0.0 {
+            continue;
+        }
+        let d = max_scale / 31.0;
+        y.d = super::F16::from_f32(d);
+        let id = 1.0 / d;
+        for ib in 0..QK_K / 32 {
+            q2[2 * ib + 1] |= group_scale(id, scales[ib], 15) << 28;
+        }
+        for (i, q) in q2.iter().enumerate() {
+            y.qs[2 * i] = super::U16Le::new(*q as u16);
+            y.qs[2 * i + 1] = super::U16Le::new((*q >> 16) as u16);
+        }
+    }
+}
+
+/// `quantize_row_iq2_xs_impl`
+pub(super) fn quantize_iq2_xs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    use super::BlockIQ2XS;
+    let search = Search {
+        lattice: iq2xs_lattice(),
+        kmaxq: 3,
+        steps: -9..=9,
+        step: 0.1,
+        on_grid_init: true,
+        refine: Refine::OffGrid,
+    };
+    let blocks: &mut [BlockIQ2XS] = bytemuck::cast_slice_mut(dst);
+    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
+        *y = bytemuck::Zeroable::zeroed();
+        let sigma2 = sum_sq(xbl) / QK_K as f32;
+        let mut scales = [0f32; QK_K / 16];
+        let mut max_scale = 0f32;
+        for (ib, xb) in xbl.chunks_exact(16).enumerate() {
+            let mut weight = [0f32; 16];
+            group_weights(
+                &mut weight,
+                xb,
+                imatrix_at(imatrix, ibl, 16, ib),
+                sigma2,
+                |x| flat_importance(x, sigma2),
+            );
+            let waux = weight.map(f32::sqrt);
+            let mut xval = [0f32; 16];
+            let mut signs = [0u8; 2];
+            for k in 0..2 {
+                let r = 8 * k..8 * k + 8;
+                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
+            }
+            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            if max < GROUP_MAX_EPS {
+                continue;
+            }
+            let mut l = [0i8; 16];
+            let mut scale = lattice_search(
+                &search,
+                &xval,
+                &weight,
+                &waux,
+                &mut l,
+                max,
+                max / (2 * search.kmaxq - 1) as f32,
+            );
+            if scale < 0.0 {
+                scale = -scale;
+                for s in &mut signs {
+                    *s = !*s & 127;
+                }
+            }
+            for k in 0..2 {
+                let j = search.lattice.index_of(&l[8 * k..8 * k + 8]) as u16;
+                y.qs[2 * ib + k] = super::U16Le::new(j | (signs[k] as u16) << 9);
+            }
+            scales[ib] = scale;
+            max_scale = fmax(max_scale, scale);
+        }
+        if max_scale == 0.0 {
+            *y = bytemuck::Zeroable::zeroed();
+            continue;
+        }
+        let d = max_scale / 31.0;
+        y.d = super::F16::from_f32(d);
+        let id = 1.0 / d;
+        for ib in 0..QK_K / 16 {
+            let l = group_scale(id, scales[ib], 15) as u8;
+            y.scales[ib / 2] |= l << (4 * (ib % 2));
+        }
+    }
+}
+
+/// `quantize_row_iq2_s_impl`
+pub(super) fn quantize_iq2_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    use super::BlockIQ2S;
+    let search = Search {
+        lattice: iq2s_lattice(),
+        kmaxq: 3,
+        steps: -9..=9,
+        step: 0.1,
+        on_grid_init: true,
+        refine: Refine::OffGrid,
+    };
+    let blocks: &mut [BlockIQ2S] = bytemuck::cast_slice_mut(dst);
+    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
+        *y = bytemuck::Zeroable::zeroed();
+        let sigma2 = 2.0 * sum_sq(xbl) / QK_K as f32;
+        let mut scales = [0f32; QK_K / 16];
+        let mut max_scale = 0f32;
+        for (ib, xb) in xbl.chunks_exact(16).enumerate() {
+            let mut weight = [0f32; 16];
+            group_weights(
+                &mut weight,
+                xb,
+                imatrix_at(imatrix, ibl, 16, ib),
+                sigma2,
+                |x| 0.25 * sigma2 + x * x,
+            );
+            let waux = weight.map(f32::sqrt);
+            let mut xval = [0f32; 16];
+            let mut signs = [0u8; 2];
+            for k in 0..2 {
+                let r = 8 * k..8 * k + 8;
+                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], false);
+            }
+            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            if max < GROUP_MAX_EPS_IQ2_S {
+                continue;
+            }
+            let mut l = [0i8; 16];
+            let mut scale = lattice_search(
+                &search,
+                &xval,
+                &weight,
+                &waux,
+                &mut l,
+                max,
+                max / (2 * search.kmaxq - 1) as f32,
+            );
+            if scale < 0.0 {
+                scale = -scale;
+                for s in &mut signs {
+                    *s = !*s;
+                }
+            }
+            for k in 0..2 {
+                let j = search.lattice.index_of(&l[8 * k..8 * k + 8]);
+                let i8 = 2 * ib + k;
+                y.qs[i8] = (j & 255) as u8;
+                y.qh[i8 / 4] |= ((j >> 8) << (2 * (i8 % 4))) as u8;
+                y.qs[QK_K / 8 + i8] = signs[k];
+            }
+            scales[ib] = scale;
+            max_scale = fmax(max_scale, scale);
+        }
+        if max_scale == 0.0 {
+            continue;
+        }
+        let d = max_scale / 31.0;
+        y.d = super::F16::from_f32(d * 0.9875);
+        let id = 1.0 / d;
+        for ib in 0..QK_K / 16 {
+            let l = group_scale(id, scales[ib], 15) as u8;
+            y.scales[ib / 2] |= l << (4 * (ib % 2));
         }
     }
 }
