@@ -1,8 +1,10 @@
 //! The avx2 path.
 
+mod float;
+
 use crate::quant::{GgmlType, Kernels};
 
 /// The kernels this path has for `ty`; `None` fields fall back to the paths below.
-pub fn kernels(_ty: GgmlType) -> Option<Kernels> {
-    None
+pub fn kernels(ty: GgmlType) -> Option<Kernels> {
+    None.or_else(|| float::kernels(ty))
 }
