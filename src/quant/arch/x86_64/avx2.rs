@@ -1,7 +1,7 @@
 //! The avx2 path.
 
-mod float;
-mod iq4;
+pub(super) mod float;
+pub(super) mod iq4;
 
 use crate::quant::{GgmlType, Kernels};
 

@@ -1,10 +1,12 @@
 //! The avx512 path.
 
 mod float;
+mod iq4;
 
 use crate::quant::{GgmlType, Kernels};
 
 /// The kernels this path has for `ty`; `None` fields fall back to the paths below.
 pub fn kernels(ty: GgmlType) -> Option<Kernels> {
     None.or_else(|| float::kernels(ty))
+        .or_else(|| iq4::kernels(ty))
 }
