@@ -1,0 +1,102 @@
+//! Dot products and row dequantization of F32, F16, BF16, IQ4_NL, IQ4_XS, MXFP4 and the IQ1/IQ2/
+//! IQ3 types on every kernel path of this CPU, one thread, rows of 16M values (as ggml's
+//! `test-quantize-perf`). Throughput counts the quantized bytes of the weight row.
+//!
+//! `cargo bench --bench quant_more -- --warm-up-time 1 --measurement-time 2 [filter]`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use strait::gguf::GgufFile;
+use strait::quant::arch::{self, Path};
+use strait::quant::{self, GgmlType, Kernels};
+
+const N: usize = 16 << 20;
+/// The row quantized once and repeated, so that setup stays quick for the slow quantizers.
+const CHUNK: usize = 1 << 16;
+
+const TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::IQ4NL,
+    GgmlType::IQ4XS,
+    GgmlType::MXFP4,
+    GgmlType::IQ1S,
+    GgmlType::IQ1M,
+    GgmlType::IQ2XXS,
+    GgmlType::IQ2XS,
+    GgmlType::IQ2S,
+    GgmlType::IQ3XXS,
+    GgmlType::IQ3S,
+];
+
+fn values(seed: u32, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// A row of `N` values of `k.ty`: `CHUNK` values quantized by the scalar code, repeated; for a
+/// type without a quantizer, the quantized rows of its reference file, repeated.
+fn row(k: &Kernels, seed: u32) -> Vec<u8> {
+    let q = match k.quantize {
+        Some(quantize) => {
+            let x = values(seed, CHUNK);
+            let mut q = vec![0u8; k.ty.row_bytes(CHUNK as u64).unwrap() as usize];
+            let w = vec![1.0f32; CHUNK];
+            quantize(&x, &mut q, Some(&w));
+            q
+        }
+        None => {
+            let path = format!(
+                "{}/../shared/reference/quant/{}.gguf",
+                env!("CARGO_MANIFEST_DIR"),
+                k.ty.name().to_lowercase()
+            );
+            let f = GgufFile::open(&path).unwrap();
+            f.data(f.require("x.q").unwrap()).to_vec()
+        }
+    };
+    let bytes = k.ty.row_bytes(N as u64).unwrap() as usize;
+    q.repeat(bytes.div_ceil(q.len()))[..bytes].to_vec()
+}
+
+fn bench(c: &mut Criterion) {
+    for ty in TYPES {
+        let Some(scalar) = quant::scalar(ty) else {
+            continue;
+        };
+        let dot = quant::scalar(scalar.dot_type).unwrap();
+        let (x, y) = (row(&scalar, 1), row(&dot, 2));
+        let mut out = vec![0f32; N];
+        let mut g = c.benchmark_group(ty.name());
+        g.throughput(Throughput::Bytes(x.len() as u64));
+        g.sample_size(10);
+        for p in arch::supported() {
+            let Some(k) = p.own_kernels(ty) else { continue };
+            let name = if p == Path::Scalar {
+                "scalar"
+            } else {
+                p.name()
+            };
+            if let Some(f) = k.vec_dot {
+                g.bench_function(BenchmarkId::new("dot", name), |b| {
+                    b.iter(|| black_box(f(N, black_box(&x), black_box(&y))))
+                });
+            }
+            if let Some(f) = k.dequantize {
+                g.bench_function(BenchmarkId::new("dequantize", name), |b| {
+                    b.iter(|| f(black_box(&x), black_box(&mut out)))
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
