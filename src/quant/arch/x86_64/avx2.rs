@@ -1,6 +1,7 @@
 //! The avx2 path.
 
 pub(super) mod float;
+pub(super) mod iq;
 pub(super) mod iq4;
 
 use crate::quant::{GgmlType, Kernels};
@@ -9,4 +10,5 @@ use crate::quant::{GgmlType, Kernels};
 pub fn kernels(ty: GgmlType) -> Option<Kernels> {
     None.or_else(|| float::kernels(ty))
         .or_else(|| iq4::kernels(ty))
+        .or_else(|| iq::kernels(ty))
 }

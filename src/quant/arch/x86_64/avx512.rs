@@ -1,6 +1,7 @@
 //! The avx512 path.
 
 mod float;
+mod iq;
 mod iq4;
 
 use crate::quant::{GgmlType, Kernels};
@@ -9,4 +10,5 @@ use crate::quant::{GgmlType, Kernels};
 pub fn kernels(ty: GgmlType) -> Option<Kernels> {
     None.or_else(|| float::kernels(ty))
         .or_else(|| iq4::kernels(ty))
+        .or_else(|| iq::kernels(ty))
 }
