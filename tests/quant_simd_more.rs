@@ -55,7 +55,7 @@ fn row(rng: &mut Rng, n: usize, kind: u8, scale: f32, max: f32) -> Vec<f32> {
             0 => rng.gauss() * scale,
             1 => rng.unit() * scale,
             2 => {
-                if rng.next() % 8 == 0 {
+                if rng.next().is_multiple_of(8) {
                     rng.gauss() * scale
                 } else {
                     0.0

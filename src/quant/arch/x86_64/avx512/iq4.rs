@@ -146,9 +146,9 @@ unsafe fn dot_xs(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
                 _mm512_set1_epi32(ls[2 * c + 1]),
             );
             sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(s, l));
-            for ib in 2 * c..2 * c + 2 {
+            for (ib, &l) in ls.iter().enumerate().skip(2 * c).take(2) {
                 let ysum = by.bsums[2 * ib].get() as i32 + by.bsums[2 * ib + 1].get() as i32;
-                bias += ls[ib] * ysum;
+                bias += l * ysum;
             }
         }
         let total = _mm512_reduce_add_epi32(sumi) - 128 * bias;
