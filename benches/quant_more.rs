@@ -1,6 +1,7 @@
 //! Dot products and row dequantization of F32, F16, BF16, IQ4_NL, IQ4_XS, MXFP4 and the IQ1/IQ2/
 //! IQ3 types on every kernel path of this CPU, one thread, rows of 16M values (as ggml's
-//! `test-quantize-perf`). Throughput counts the quantized bytes of the weight row.
+//! `test-quantize-perf`), and the dot on 64K values that stay in L2. Throughput counts the
+//! quantized bytes of the weight row.
 //!
 //! `cargo bench --bench quant_more -- --warm-up-time 1 --measurement-time 2 [filter]`
 
@@ -13,6 +14,8 @@ use strait::quant::{self, GgmlType, Kernels};
 const N: usize = 16 << 20;
 /// The row quantized once and repeated, so that setup stays quick for the slow quantizers.
 const CHUNK: usize = 1 << 16;
+/// A row that fits in L2 with its activations.
+const SMALL: usize = 1 << 16;
 
 const TYPES: [GgmlType; 13] = [
     GgmlType::F32,
@@ -93,6 +96,20 @@ fn bench(c: &mut Criterion) {
                     b.iter(|| f(black_box(&x), black_box(&mut out)))
                 });
             }
+        }
+        g.finish();
+        // The same dot on a row that stays in L2, where compute rather than memory bounds it.
+        let (xs, ys) = (&x[..x.len() / (N / SMALL)], &y[..y.len() / (N / SMALL)]);
+        let mut g = c.benchmark_group(format!("{}/l2", ty.name()));
+        g.throughput(Throughput::Bytes(xs.len() as u64));
+        g.sample_size(10);
+        for p in arch::supported() {
+            let Some(f) = p.own_kernels(ty).and_then(|k| k.vec_dot) else {
+                continue;
+            };
+            g.bench_function(BenchmarkId::new("dot", p.name()), |b| {
+                b.iter(|| black_box(f(SMALL, black_box(xs), black_box(ys))))
+            });
         }
         g.finish();
     }
