@@ -3,10 +3,14 @@
 //! `test-quantize-perf`), and the dot on 64K values that stay in L2. Throughput counts the
 //! quantized bytes of the weight row.
 //!
+//! Times are this thread's CPU time, not wall time: on a shared machine the wall time mostly
+//! measures how long the thread waited for a core.
+//!
 //! `cargo bench --bench quant_more -- --warm-up-time 1 --measurement-time 2 [filter]`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
+use std::time::Duration;
 use strait::gguf::GgufFile;
 use strait::quant::arch::{self, Path};
 use strait::quant::{self, GgmlType, Kernels};
@@ -32,6 +36,27 @@ const TYPES: [GgmlType; 13] = [
     GgmlType::IQ3XXS,
     GgmlType::IQ3S,
 ];
+
+/// CPU time of this thread.
+fn cpu_time() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write; the clock id is a constant of this platform.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Runs `f` `iters` times and returns the CPU time it took.
+fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
+    let t0 = cpu_time();
+    for _ in 0..iters {
+        f();
+    }
+    cpu_time() - t0
+}
 
 fn values(seed: u32, n: usize) -> Vec<f32> {
     let mut s = seed;
@@ -88,12 +113,16 @@ fn bench(c: &mut Criterion) {
             };
             if let Some(f) = k.vec_dot {
                 g.bench_function(BenchmarkId::new("dot", name), |b| {
-                    b.iter(|| black_box(f(N, black_box(&x), black_box(&y))))
+                    b.iter_custom(|i| {
+                        timed(i, || {
+                            black_box(f(N, black_box(&x), black_box(&y)));
+                        })
+                    })
                 });
             }
             if let Some(f) = k.dequantize {
                 g.bench_function(BenchmarkId::new("dequantize", name), |b| {
-                    b.iter(|| f(black_box(&x), black_box(&mut out)))
+                    b.iter_custom(|i| timed(i, || f(black_box(&x), black_box(&mut out))))
                 });
             }
         }
@@ -108,7 +137,11 @@ fn bench(c: &mut Criterion) {
                 continue;
             };
             g.bench_function(BenchmarkId::new("dot", p.name()), |b| {
-                b.iter(|| black_box(f(SMALL, black_box(xs), black_box(ys))))
+                b.iter_custom(|i| {
+                    timed(i, || {
+                        black_box(f(SMALL, black_box(xs), black_box(ys)));
+                    })
+                })
             });
         }
         g.finish();
