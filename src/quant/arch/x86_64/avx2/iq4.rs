@@ -155,13 +155,13 @@ pub(crate) fn store32(v: __m256i, d: __m256, out: &mut [f32]) {
     }
 }
 
-/// The 6-bit scale of sub-block `ib` of an IQ4_XS super-block, minus 32.
+/// The eight 6-bit scales of an IQ4_XS super-block, minus 32: low nibbles from `scales_l`,
+/// two high bits each from `scales_h`.
 #[inline]
-fn xs_scale(b: &BlockIq4Xs, ib: usize) -> i32 {
-    let h = u16::from_le_bytes(b.scales_h);
-    let lo = (b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf;
-    let hi = ((h >> (2 * ib)) & 3) as u8;
-    (lo | (hi << 4)) as i32 - 32
+pub(crate) fn xs_scales(b: &BlockIq4Xs) -> [i16; 8] {
+    let l = u32::from_le_bytes(b.scales_l);
+    let h = u16::from_le_bytes(b.scales_h) as u32;
+    std::array::from_fn(|ib| (((l >> (4 * ib)) & 0xf) | (((h >> (2 * ib)) & 3) << 4)) as i16 - 32)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -171,13 +171,13 @@ unsafe fn dot_xs(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     let table = table256(&KVALUES_IQ4NL);
     let mut acc = _mm256_setzero_ps();
     for (bx, by) in x.iter().zip(y).take(n / QK_K) {
+        let ls = xs_scales(bx);
         let mut sumi = _mm256_setzero_si256();
         for ib in 0..QK_K / 32 {
             let qs: &[u8; 16] = bx.qs[16 * ib..16 * ib + 16].try_into().unwrap();
             let xv = lookup32(qs, table);
             let p = mul_i8(xv, load32(&by.qs[32 * ib..]));
-            let ls = _mm256_set1_epi16(xs_scale(bx, ib) as i16);
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, ls));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_set1_epi16(ls[ib])));
         }
         let d = f16_to_f32(bx.d.0) * by.d.get();
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -191,9 +191,10 @@ unsafe fn dequantize_xs(src: &[u8], dst: &mut [f32]) {
     let table = table256(&KVALUES_IQ4NL);
     for (bx, out) in x.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_to_f32(bx.d.0);
+        let ls = xs_scales(bx);
         for (ib, o) in out.chunks_exact_mut(32).enumerate() {
             let qs: &[u8; 16] = bx.qs[16 * ib..16 * ib + 16].try_into().unwrap();
-            let dl = _mm256_set1_ps(d * xs_scale(bx, ib) as f32);
+            let dl = _mm256_set1_ps(d * ls[ib] as f32);
             store32(lookup32(qs, table), dl, o);
         }
     }

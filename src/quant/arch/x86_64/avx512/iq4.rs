@@ -1,11 +1,12 @@
 //! IQ4_NL, IQ4_XS and MXFP4 on the avx512 path: two 32-value blocks per 512-bit register, the
 //! 4-bit indices looked up with `vpshufb` and the integer dots taken with VNNI `vpdpbusd`.
 //!
-//! `vpdpbusd` multiplies unsigned by signed bytes, so the table holds each level plus 128 and
-//! 128 times the sum of the activations is taken off again: exact for any int8 activations.
+//! For IQ4_NL and MXFP4, `vpdpbusd` multiplies unsigned by signed bytes, so the table holds
+//! each level plus 128 and 128 times the sum of the activations is taken off again: exact for
+//! any int8 activations.
 //! Dequantization multiplies the same two f32 values as the scalar code, so it is identical.
 
-use super::super::avx2::iq4::{f16_to_f32, Nl4};
+use super::super::avx2::iq4::{f16_to_f32, xs_scales, Nl4};
 use crate::quant::blocks::{as_blocks, BlockQ8K, BlockQ8_0};
 use crate::quant::fp4::BlockMxfp4;
 use crate::quant::iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES_IQ4NL};
@@ -111,50 +112,45 @@ unsafe fn dot_nl<B: Nl4>(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
 }
 
-/// The 6-bit scale of sub-block `ib` of an IQ4_XS super-block, minus 32.
-#[inline]
-fn xs_scale(b: &BlockIq4Xs, ib: usize) -> i32 {
-    let h = u16::from_le_bytes(b.scales_h);
-    let lo = (b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf;
-    let hi = ((h >> (2 * ib)) & 3) as u8;
-    (lo | (hi << 4)) as i32 - 32
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+/// IQ4_XS: four registers of 64 values per super-block. The levels are signed here and the
+/// pair products taken with `vpmaddubsw` of |x| and y carrying x's sign (exact for
+/// activations in [-127, 127], as the Q8_K quantizer makes them), so that `vpmaddwd` can
+/// apply the two sub-block scales of each register in the same step.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn dot_xs(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     let x: &[BlockIq4Xs] = as_blocks(&vx[..vx.len() / 136 * 136]);
     let y: &[BlockQ8K] = as_blocks(&vy[..vy.len() / 292 * 292]);
-    let table = table512(&KVALUES_IQ4NL, -128);
+    let table = table512(&KVALUES_IQ4NL, 0);
     let z = _mm512_setzero_si512();
-    let mut sumf = 0f32;
+    // Which of the eight scales each 16-bit lane of register `c` takes: 2c, then 2c + 1.
+    let pick: [__m512i; 4] = std::array::from_fn(|c| {
+        _mm512_mask_blend_epi16(
+            0xffff_0000,
+            _mm512_set1_epi16(2 * c as i16),
+            _mm512_set1_epi16(2 * c as i16 + 1),
+        )
+    });
+    let mut acc = _mm512_setzero_ps();
     for (bx, by) in x.iter().zip(y).take(n / QK_K) {
-        let ls: [i32; 8] = std::array::from_fn(|ib| xs_scale(bx, ib));
+        let ls = xs_scales(bx);
+        // SAFETY: `ls` is 16 readable bytes.
+        let ls = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(ls.as_ptr() as *const __m128i) });
         let mut sumi = _mm512_setzero_si512();
-        let mut bias = 0i32;
-        for c in 0..QK_K / 64 {
+        for (c, pick) in pick.iter().enumerate() {
             let q = &bx.qs[32 * c..];
-            let xu = lookup64(load16(q), load16(&q[16..]), table);
-            let yv = _mm512_inserti64x4(
-                _mm512_castsi256_si512(load32(&by.qs[64 * c..])),
-                load32(&by.qs[64 * c + 32..]),
-                1,
-            );
-            let s = _mm512_dpbusd_epi32(z, xu, yv);
-            let l = _mm512_mask_blend_epi32(
-                0xff00,
-                _mm512_set1_epi32(ls[2 * c]),
-                _mm512_set1_epi32(ls[2 * c + 1]),
-            );
-            sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(s, l));
-            for (ib, &l) in ls.iter().enumerate().skip(2 * c).take(2) {
-                let ysum = by.bsums[2 * ib].get() as i32 + by.bsums[2 * ib + 1].get() as i32;
-                bias += l * ysum;
-            }
+            let xv = lookup64(load16(q), load16(&q[16..]), table);
+            let q8 = &by.qs[64 * c..64 * c + 64];
+            // SAFETY: 64 readable bytes; loadu needs no alignment.
+            let yv = unsafe { _mm512_loadu_si512(q8.as_ptr() as *const _) };
+            let sy = _mm512_mask_sub_epi8(yv, _mm512_movepi8_mask(xv), z, yv);
+            let p = _mm512_maddubs_epi16(_mm512_abs_epi8(xv), sy);
+            let l = _mm512_permutexvar_epi16(*pick, ls);
+            sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(p, l));
         }
-        let total = _mm512_reduce_add_epi32(sumi) - 128 * bias;
-        sumf += f16_to_f32(bx.d.0) * by.d.get() * total as f32;
+        let d = f16_to_f32(bx.d.0) * by.d.get();
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
     }
-    sumf
+    _mm512_reduce_add_ps(acc)
 }
 
 /// Stores `d` times the 32 int8 levels of `v` into `out` (32 values).
@@ -196,8 +192,9 @@ unsafe fn dequantize_xs(src: &[u8], dst: &mut [f32]) {
     let table = table512(&KVALUES_IQ4NL, 0);
     for (bx, out) in x.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_to_f32(bx.d.0);
+        let ls = xs_scales(bx);
         for (ib, o) in out.chunks_exact_mut(32).enumerate() {
-            let dl = _mm512_set1_ps(d * xs_scale(bx, ib) as f32);
+            let dl = _mm512_set1_ps(d * ls[ib] as f32);
             store32(lookup32(load16(&bx.qs[16 * ib..]), table), dl, o);
         }
     }
