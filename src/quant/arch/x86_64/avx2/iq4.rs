@@ -49,6 +49,19 @@ pub(crate) trait Nl4: bytemuck::Pod {
     /// # Safety
     /// The CPU must have f16c.
     unsafe fn scale(&self) -> f32;
+    /// The products of the activation scales `ya`, `yb` (f16 bits) with the scales of `a`
+    /// and `b`, in lanes 0 and 2.
+    /// # Safety
+    /// The CPU must have f16c.
+    #[inline(always)]
+    unsafe fn scales2(a: &Self, b: &Self, ya: [u8; 2], yb: [u8; 2]) -> __m128 {
+        // SAFETY (whole body): the caller guarantees f16c.
+        unsafe {
+            let h = u16::from_le_bytes(ya) as u64 | (u16::from_le_bytes(yb) as u64) << 32;
+            let yd = _mm_cvtph_ps(_mm_cvtsi64_si128(h as i64));
+            _mm_mul_ps(yd, _mm_setr_ps(a.scale(), 0.0, b.scale(), 0.0))
+        }
+    }
 }
 
 impl Nl4 for BlockIq4Nl {
@@ -60,6 +73,15 @@ impl Nl4 for BlockIq4Nl {
     unsafe fn scale(&self) -> f32 {
         // SAFETY: the caller guarantees f16c.
         unsafe { f16_to_f32(self.d.0) }
+    }
+    /// All four f16 scales widened at once.
+    #[inline(always)]
+    unsafe fn scales2(a: &Self, b: &Self, ya: [u8; 2], yb: [u8; 2]) -> __m128 {
+        let h = |v: [u8; 2]| u16::from_le_bytes(v) as u64;
+        let bits = h(ya) | h(a.d.0) << 16 | h(yb) << 32 | h(b.d.0) << 48;
+        // SAFETY: the caller guarantees f16c.
+        let v = unsafe { _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)) };
+        _mm_mul_ps(v, _mm_movehdup_ps(v))
     }
 }
 
@@ -116,13 +138,28 @@ unsafe fn dot_nl<B: Nl4>(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     let y: &[BlockQ8_0] = as_blocks(&vy[..vy.len() / 34 * 34]);
     let table = table256(&B::TABLE);
     let ones = _mm256_set1_epi16(1);
+    let nb = (n / 32).min(x.len()).min(y.len());
     let mut acc = [_mm256_setzero_ps(); 2];
-    for (k, (bx, by)) in x.iter().zip(y).take(n / 32).enumerate() {
-        let xv = lookup32(bx.qs(), table);
-        let s = _mm256_madd_epi16(mul_i8(xv, load32(&by.qs)), ones);
+    let mut k = 0;
+    // Two blocks at a time, their four scales widened together.
+    while k + 2 <= nb {
+        let (xa, ya, xb, yb) = (&x[k], &y[k], &x[k + 1], &y[k + 1]);
+        let sa = _mm256_madd_epi16(mul_i8(lookup32(xa.qs(), table), load32(&ya.qs)), ones);
+        let sb = _mm256_madd_epi16(mul_i8(lookup32(xb.qs(), table), load32(&yb.qs)), ones);
+        // SAFETY: f16c is enabled here.
+        let d = unsafe { B::scales2(xa, xb, ya.d.0, yb.d.0) };
+        let da = _mm256_broadcastss_ps(d);
+        let db = _mm256_broadcastss_ps(_mm_movehl_ps(d, d));
+        acc[0] = _mm256_fmadd_ps(da, _mm256_cvtepi32_ps(sa), acc[0]);
+        acc[1] = _mm256_fmadd_ps(db, _mm256_cvtepi32_ps(sb), acc[1]);
+        k += 2;
+    }
+    if k < nb {
+        let (bx, by) = (&x[k], &y[k]);
+        let s = _mm256_madd_epi16(mul_i8(lookup32(bx.qs(), table), load32(&by.qs)), ones);
         // SAFETY: f16c is enabled here.
         let d = unsafe { f16_to_f32(by.d.0) * bx.scale() };
-        acc[k & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[k & 1]);
+        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[0]);
     }
     super::float::hsum_ps(_mm256_add_ps(acc[0], acc[1]))
 }

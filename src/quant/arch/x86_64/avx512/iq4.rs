@@ -87,24 +87,23 @@ unsafe fn dot_nl<B: Nl4>(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     let nb = (n / 32).min(x.len()).min(y.len());
     let table = table512(&B::TABLE, -128);
     let mut acc = [_mm512_setzero_ps(); 2];
+    // Lanes 0..8 take the scale in lane 0 (block a), lanes 8..16 the one in lane 2 (block b).
+    let spread = _mm512_mask_blend_epi32(0xff00, _mm512_setzero_si512(), _mm512_set1_epi32(2));
     let mut k = 0;
     while k < nb {
         let (xa, ya) = (&x[k], &y[k]);
-        // A last odd block pairs with zeros, which add nothing.
-        let (qb, yb, db) = if k + 1 < nb {
-            let (xb, yb) = (&x[k + 1], &y[k + 1]);
-            // SAFETY: f16c is enabled here.
-            let db = unsafe { f16_to_f32(yb.d.0) * xb.scale() };
-            (load16(xb.qs()), load32(&yb.qs), db)
+        // A last odd block pairs with itself and zero activations, its lanes masked off.
+        let (xb, qyb, yd_b, keep) = if k + 1 < nb {
+            (&x[k + 1], load32(&y[k + 1].qs), y[k + 1].d.0, 0xffff)
         } else {
-            (_mm_setzero_si128(), _mm256_setzero_si256(), 0.0)
+            (xa, _mm256_setzero_si256(), [0, 0], 0x00ff)
         };
         // SAFETY: f16c is enabled here.
-        let da = unsafe { f16_to_f32(ya.d.0) * xa.scale() };
-        let xu = lookup64(load16(xa.qs()), qb, table);
-        let yv = _mm512_inserti64x4(_mm512_castsi256_si512(load32(&ya.qs)), yb, 1);
+        let d = unsafe { B::scales2(xa, xb, ya.d.0, yd_b) };
+        let d = _mm512_maskz_permutexvar_ps(keep, spread, _mm512_castps128_ps512(d));
+        let xu = lookup64(load16(xa.qs()), load16(xb.qs()), table);
+        let yv = _mm512_inserti64x4(_mm512_castsi256_si512(load32(&ya.qs)), qyb, 1);
         let s = _mm512_cvtepi32_ps(dot_biased(xu, yv));
-        let d = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(da), _mm512_set1_ps(db));
         let a = &mut acc[(k / 2) & 1];
         *a = _mm512_fmadd_ps(d, s, *a);
         k += 2;
