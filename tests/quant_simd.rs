@@ -27,7 +27,7 @@ const ACTIVATIONS: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8
 fn simd_paths() -> Vec<Path> {
     supported()
         .into_iter()
-        .filter(|&p| p == Path::Avx512)
+        .filter(|&p| p != Path::Scalar)
         .collect()
 }
 

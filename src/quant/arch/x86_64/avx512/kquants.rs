@@ -7,7 +7,7 @@
 //! is subtracted; the mins of Q2_K/Q4_K/Q5_K are weighted by the same sums.
 
 use super::{f16_at, hsum_ps, safe_dequantize, safe_dot, Own};
-use crate::quant::kquants::{q3k_scales, scales_mins_k4};
+use crate::quant::arch::x86_64::{q3k_scales, scales_mins_k4};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -73,11 +73,12 @@ unsafe fn counts2(lo: u16, hi: u16) -> __m512i {
     join(_mm256_set1_epi16(lo as i16), _mm256_set1_epi16(hi as i16))
 }
 
-/// Eight byte scales, each widened to 16 bits and given twice (for sub-blocks of 32).
+/// The low eight byte scales of `s`, each widened to 16 bits and given twice (for
+/// sub-blocks of 32).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-unsafe fn twice(s: &[u8; 8]) -> __m256i {
-    let v = _mm_cvtepu8_epi16(_mm_loadl_epi64(s.as_ptr() as *const __m128i));
+unsafe fn twice(s: __m128i) -> __m256i {
+    let v = _mm_cvtepu8_epi16(s);
     _mm256_setr_m128i(_mm_unpacklo_epi16(v, v), _mm_unpackhi_epi16(v, v))
 }
 
@@ -138,9 +139,10 @@ impl KQuant for Q3K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     unsafe fn scales(b: *const u8) -> (__m256i, __m256i) {
-        let s = q3k_scales(&*(b.add(96) as *const [u8; 12]));
-        let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(s.as_ptr() as *const __m128i));
-        (v, _mm256_setzero_si256())
+        (
+            _mm256_cvtepi8_epi16(q3k_scales(b.add(96))),
+            _mm256_setzero_si256(),
+        )
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
@@ -153,8 +155,8 @@ impl KQuant for Q3K {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 unsafe fn scales_k4(b: *const u8) -> (__m256i, __m256i) {
-    let (sc, m) = scales_mins_k4(&*(b.add(4) as *const [u8; 12]));
-    (twice(&sc), twice(&m))
+    let v = scales_mins_k4(b.add(4));
+    (twice(v), twice(_mm_srli_si128::<8>(v)))
 }
 
 struct Q4K;

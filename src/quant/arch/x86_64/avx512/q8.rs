@@ -3,6 +3,7 @@
 //! Q8_K), and C's truncating conversions where the scalar code relies on them.
 
 use super::{safe_quantize, Own};
+use crate::quant::arch::x86_64::c_max;
 use crate::quant::float::fp32_to_fp16;
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
@@ -25,16 +26,6 @@ pub(super) fn q8_1() -> crate::quant::QuantizeFn {
 safe_quantize!(quantize_q8_0, quantize_q8_0_impl);
 safe_quantize!(quantize_q8_1, quantize_q8_1_impl);
 safe_quantize!(quantize_q8_k, quantize_q8_k_impl);
-
-/// C's `MAX(a, b)`: `a > b ? a : b`, so a NaN in `b` is taken and a NaN in `a` dropped.
-#[inline]
-pub(crate) fn c_max(a: f32, b: f32) -> f32 {
-    if a > b {
-        a
-    } else {
-        b
-    }
-}
 
 /// C's `roundf` (half away from zero), exact: `trunc(v)` plus the sign where the dropped
 /// fraction is at least one half. NaN and infinities stay as they are.
