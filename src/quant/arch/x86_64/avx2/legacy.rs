@@ -11,11 +11,7 @@ pub(super) fn kernels(ty: GgmlType) -> Option<Own> {
         GgmlType::Q4_1 => (Some(dequantize_q4_1), None, Some(vec_dot_q4_1)),
         GgmlType::Q5_0 => (Some(dequantize_q5_0), None, Some(vec_dot_q5_0)),
         GgmlType::Q5_1 => (Some(dequantize_q5_1), None, Some(vec_dot_q5_1)),
-        GgmlType::Q8_0 => (
-            Some(dequantize_q8_0),
-            Some(q8::q8_0()),
-            Some(vec_dot_q8_0_q8_0),
-        ),
+        GgmlType::Q8_0 => (Some(dequantize_q8_0), Some(q8::q8_0()), Some(vec_dot_q8_0)),
         GgmlType::Q8_1 => (None, Some(q8::q8_1()), None),
         _ => return None,
     })
@@ -25,7 +21,7 @@ safe_dot!(vec_dot_q4_0, dot::<Q4_0>);
 safe_dot!(vec_dot_q4_1, dot::<Q4_1>);
 safe_dot!(vec_dot_q5_0, dot::<Q5_0>);
 safe_dot!(vec_dot_q5_1, dot::<Q5_1>);
-safe_dot!(vec_dot_q8_0_q8_0, vec_dot_q8_0);
+safe_dot!(vec_dot_q8_0, dot::<Q8_0>);
 safe_dequantize!(dequantize_q4_0, dequantize::<Q4_0>);
 safe_dequantize!(dequantize_q4_1, dequantize::<Q4_1>);
 safe_dequantize!(dequantize_q5_0, dequantize::<Q5_0>);
@@ -140,57 +136,91 @@ impl Legacy for Q8_0 {
     }
 }
 
-/// `sum over blocks of d_x * d_y * sum(q_x * q_y)` (plus `m_x * s_y` with a min). The offset
-/// is subtracted in 16 bits: |pair sums| <= 2 * 31 * 128 + 2 * 16 * 128 fit.
+/// The integer sums of block `x` with its activations `y`, in eight lanes. The offset is
+/// subtracted in 16 bits: |pair sums| <= 2 * 31 * 128 + 2 * 16 * 128 fit.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot<T: Legacy>(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let (ybs, yq) = if T::MIN { (36, 4) } else { (34, 2) };
-    let nb = (n / 32).min(x.len() / T::BS).min(y.len() / ybs);
-    let (px, py) = (x.as_ptr(), y.as_ptr());
-    let offset = _mm256_set1_epi8(T::OFFSET as i8);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_min = 0f32;
-    for i in 0..nb {
-        // SAFETY: block i < nb lies inside `x` and `y`.
-        let (xb, yb) = (px.add(i * T::BS), py.add(i * ybs));
-        let w = T::weights(xb);
-        let yv = _mm256_loadu_si256(yb.add(yq) as *const __m256i);
-        let mut p = _mm256_maddubs_epi16(w, yv);
-        if T::OFFSET != 0 {
-            p = _mm256_sub_epi16(p, _mm256_maddubs_epi16(offset, yv));
-        }
-        let s = _mm256_madd_epi16(p, ones);
-        let d = f16_at(xb) * f16_at(yb);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d), acc);
-        if T::MIN {
-            acc_min += f16_at(xb.add(2)) * f16_at(yb.add(2));
-        }
-    }
-    hsum_ps(acc) + acc_min
-}
-
-/// Q8_0 x Q8_0: both sides signed over the full byte range, so widened to 16 bits
-/// (`vpmaddwd` then sums exact pairs).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let nb = (n / 32).min(x.len() / 34).min(y.len() / 34);
-    let (px, py) = (x.as_ptr(), y.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
-        // SAFETY: block i < nb lies inside `x` and `y`.
-        let (xb, yb) = (px.add(i * 34), py.add(i * 34));
+unsafe fn block_sums<T: Legacy>(x: *const u8, y: *const u8) -> __m256i {
+    let yq = if T::MIN { 4 } else { 2 };
+    if T::OFFSET == 128 {
+        // Q8_0 weights: pair products of signed bytes do not fit 16 bits; widen both sides.
         let wide = |p: *const u8, k: usize| {
             _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(2 + 16 * k) as *const __m128i))
         };
-        let s = _mm256_add_epi32(
-            _mm256_madd_epi16(wide(xb, 0), wide(yb, 0)),
-            _mm256_madd_epi16(wide(xb, 1), wide(yb, 1)),
+        return _mm256_add_epi32(
+            _mm256_madd_epi16(wide(x, 0), wide(y, 0)),
+            _mm256_madd_epi16(wide(x, 1), wide(y, 1)),
         );
-        let d = f16_at(xb) * f16_at(yb);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d), acc);
     }
-    hsum_ps(acc)
+    let yv = _mm256_loadu_si256(y.add(yq) as *const __m256i);
+    let mut p = _mm256_maddubs_epi16(T::weights(x), yv);
+    if T::OFFSET != 0 {
+        p = _mm256_sub_epi16(
+            p,
+            _mm256_maddubs_epi16(_mm256_set1_epi8(T::OFFSET as i8), yv),
+        );
+    }
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// The f16 scales at `off` in up to four blocks `bs`, converted together (zero for missing).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn halves4(bs: &[*const u8; 4], m: usize, off: usize) -> __m128 {
+    let mut h = 0u64;
+    for (k, b) in bs.iter().enumerate().take(m) {
+        h |= ((b.add(off) as *const u16).read_unaligned() as u64) << (16 * k);
+    }
+    _mm_cvtph_ps(_mm_cvtsi64_si128(h as i64))
+}
+
+/// Adds the first `m` of four blocks (`xs`, `ys`) to `acc` (alternating between its two
+/// sums) and their min terms to `acc_min`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_group<T: Legacy>(
+    acc: &mut [__m256; 2],
+    acc_min: &mut __m128,
+    xs: [*const u8; 4],
+    ys: [*const u8; 4],
+    m: usize,
+) {
+    let dd = _mm256_castps128_ps256(_mm_mul_ps(halves4(&xs, m, 0), halves4(&ys, m, 0)));
+    for k in 0..m {
+        let s = _mm256_cvtepi32_ps(block_sums::<T>(xs[k], ys[k]));
+        let d = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(k as i32));
+        acc[k % 2] = _mm256_fmadd_ps(s, d, acc[k % 2]);
+    }
+    if T::MIN {
+        *acc_min = _mm_add_ps(*acc_min, _mm_mul_ps(halves4(&xs, m, 2), halves4(&ys, m, 2)));
+    }
+}
+
+/// `sum over blocks of d_x * d_y * sum(q_x * q_y)` (plus `m_x * s_y` with a min), four blocks
+/// per step with their f16 scales converted together, in two accumulators.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot<T: Legacy>(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    let ybs = if T::MIN { 36 } else { 34 };
+    let nb = (n / 32).min(x.len() / T::BS).min(y.len() / ybs);
+    let (px, py) = (x.as_ptr(), y.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut acc_min = _mm_setzero_ps();
+    let mut i = 0;
+    while i < nb {
+        let m = (nb - i).min(4);
+        // SAFETY: blocks i .. i + m lie inside `x` and `y`; only those are read.
+        let xs = std::array::from_fn(|k| px.wrapping_add((i + k) * T::BS));
+        let ys = std::array::from_fn(|k| py.wrapping_add((i + k) * ybs));
+        if m == 4 {
+            add_group::<T>(&mut acc, &mut acc_min, xs, ys, 4);
+        } else {
+            add_group::<T>(&mut acc, &mut acc_min, xs, ys, m);
+        }
+        i += 4;
+    }
+    let m = _mm_add_ps(acc_min, _mm_movehl_ps(acc_min, acc_min));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum_ps(_mm256_add_ps(acc[0], acc[1])) + _mm_cvtss_f32(m)
 }
 
 /// `x = d * (u - OFFSET)` (or `u * d + m`), as the scalar code rounds it.

@@ -127,70 +127,108 @@ impl Legacy for Q8_0 {
     }
 }
 
-/// `sum over blocks of d_x * d_y * sum(q_x * q_y)` (plus `m_x * s_y` with a min): two blocks
-/// per step; an odd last block is paired with itself and its copy weighted by zero.
+/// The integer sums of blocks `a` and `b` with their activations: lanes 0..8 and 8..16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pair_sums<T: Legacy>(
+    xa: *const u8,
+    xb: *const u8,
+    ya: *const u8,
+    yb: *const u8,
+) -> __m512i {
+    let yq = if T::MIN { 4 } else { 2 };
+    let zero = _mm512_setzero_si512();
+    let w = T::weights(xa, xb);
+    let yv = _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(ya.add(yq) as *const __m256i)),
+        _mm256_loadu_si256(yb.add(yq) as *const __m256i),
+    );
+    let s = _mm512_dpbusd_epi32(zero, w, yv);
+    if T::OFFSET != 0 {
+        _mm512_sub_epi32(
+            s,
+            _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(T::OFFSET as i8), yv),
+        )
+    } else {
+        s
+    }
+}
+
+/// Float sums of a dot product: two halves of 16 lanes and the min terms.
+struct Acc {
+    sums: [__m512; 2],
+    mins: __m128,
+}
+
+/// Adds four blocks (`xs`, `ys`), of which the first `m` count: the others repeat a counted
+/// block and get a zero scale. Their f16 scales are converted together.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn add_group<T: Legacy>(acc: &mut Acc, xs: [*const u8; 4], ys: [*const u8; 4], m: usize) {
+    let (mut dx, mut dy, mut mx, mut sy) = (0u64, 0u64, 0u64, 0u64);
+    for k in 0..m {
+        dx |= (u16_at(xs[k]) as u64) << (16 * k);
+        dy |= (u16_at(ys[k]) as u64) << (16 * k);
+        if T::MIN {
+            mx |= (u16_at(xs[k].add(2)) as u64) << (16 * k);
+            sy |= (u16_at(ys[k].add(2)) as u64) << (16 * k);
+        }
+    }
+    let f = _mm256_cvtph_ps(_mm_set_epi64x(dy as i64, dx as i64));
+    let dd = _mm512_castps128_ps512(_mm_mul_ps(
+        _mm256_castps256_ps128(f),
+        _mm256_extractf128_ps::<1>(f),
+    ));
+    let first = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let second = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    let s01 = pair_sums::<T>(xs[0], xs[1], ys[0], ys[1]);
+    let s23 = pair_sums::<T>(xs[2], xs[3], ys[2], ys[3]);
+    acc.sums[0] = _mm512_fmadd_ps(
+        _mm512_cvtepi32_ps(s01),
+        _mm512_permutexvar_ps(first, dd),
+        acc.sums[0],
+    );
+    acc.sums[1] = _mm512_fmadd_ps(
+        _mm512_cvtepi32_ps(s23),
+        _mm512_permutexvar_ps(second, dd),
+        acc.sums[1],
+    );
+    if T::MIN {
+        let g = _mm256_cvtph_ps(_mm_set_epi64x(sy as i64, mx as i64));
+        let ms = _mm_mul_ps(_mm256_castps256_ps128(g), _mm256_extractf128_ps::<1>(g));
+        acc.mins = _mm_add_ps(acc.mins, ms);
+    }
+}
+
+/// `sum over blocks of d_x * d_y * sum(q_x * q_y)` (plus `m_x * s_y` with a min), four blocks
+/// per step.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn dot_pairs<T: Legacy>(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let (ybs, yq) = if T::MIN { (36, 4) } else { (34, 2) };
+    let ybs = if T::MIN { 36 } else { 34 };
     let nb = (n / 32).min(x.len() / T::BS).min(y.len() / ybs);
     let (px, py) = (x.as_ptr(), y.as_ptr());
-    let zero = _mm512_setzero_si512();
-    let offset = _mm512_set1_epi8(T::OFFSET as i8);
-    let halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_min = _mm_setzero_ps();
+    let mut acc = Acc {
+        sums: [_mm512_setzero_ps(); 2],
+        mins: _mm_setzero_ps(),
+    };
     let mut i = 0;
-    while i < nb {
-        // SAFETY: blocks i and i + 1 (when i + 1 < nb) lie inside `x` and `y`.
-        let (xa, ya) = (px.add(i * T::BS), py.add(i * ybs));
-        let two = i + 1 < nb;
-        let (xb, yb) = if two {
-            (xa.add(T::BS), ya.add(ybs))
-        } else {
-            (xa, ya)
-        };
-        let w = T::weights(xa, xb);
-        let yv = _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(_mm256_loadu_si256(ya.add(yq) as *const __m256i)),
-            _mm256_loadu_si256(yb.add(yq) as *const __m256i),
-        );
-        let mut s = _mm512_dpbusd_epi32(zero, w, yv);
-        if T::OFFSET != 0 {
-            s = _mm512_sub_epi32(s, _mm512_dpbusd_epi32(zero, offset, yv));
-        }
-        // [dxA, dxB, dyA, dyB, mA, mB, sA, sB] as f16, the second block's zero when absent.
-        let h = |p: *const u8, off: usize| if two { u16_at(p.add(off)) as i16 } else { 0 };
-        let (mx, sy) = if T::MIN {
-            (
-                (u16_at(xa.add(2)) as i16, h(xb, 2)),
-                (u16_at(ya.add(2)) as i16, h(yb, 2)),
-            )
-        } else {
-            ((0, 0), (0, 0))
-        };
-        let f = _mm256_cvtph_ps(_mm_setr_epi16(
-            u16_at(xa) as i16,
-            h(xb, 0),
-            u16_at(ya) as i16,
-            h(yb, 0),
-            mx.0,
-            mx.1,
-            sy.0,
-            sy.1,
-        ));
-        let lo = _mm256_castps256_ps128(f);
-        let dd = _mm_mul_ps(lo, _mm_movehl_ps(lo, lo));
-        let scale = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(dd));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc);
-        if T::MIN {
-            let hi = _mm256_extractf128_ps::<1>(f);
-            acc_min = _mm_add_ps(acc_min, _mm_mul_ps(hi, _mm_movehl_ps(hi, hi)));
-        }
-        i += 2;
+    while i + 4 <= nb {
+        // SAFETY: blocks i .. i + 4 lie inside `x` and `y`.
+        let xs = std::array::from_fn(|k| px.add((i + k) * T::BS));
+        let ys = std::array::from_fn(|k| py.add((i + k) * ybs));
+        add_group::<T>(&mut acc, xs, ys, 4);
+        i += 4;
     }
-    // Only lanes 0 and 1 of the min sums are products of a min and a sum.
-    let m = _mm_add_ss(acc_min, _mm_movehdup_ps(acc_min));
-    _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(m)
+    if i < nb {
+        let m = nb - i;
+        // SAFETY: blocks i .. nb lie inside `x` and `y`; the last one stands in for the rest.
+        let xs = std::array::from_fn(|k| px.add((i + k.min(m - 1)) * T::BS));
+        let ys = std::array::from_fn(|k| py.add((i + k.min(m - 1)) * ybs));
+        add_group::<T>(&mut acc, xs, ys, m);
+    }
+    let m = _mm_add_ps(acc.mins, _mm_movehl_ps(acc.mins, acc.mins));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    _mm512_reduce_add_ps(_mm512_add_ps(acc.sums[0], acc.sums[1])) + _mm_cvtss_f32(m)
 }
 
 /// `x = d * (u - OFFSET)` (or `u * d + m`), as the scalar code rounds it.
