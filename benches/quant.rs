@@ -65,7 +65,7 @@ fn bench<M: Measurement>(c: &mut Criterion<M>) {
         let xq = quantized(ty, &x);
         let dot_ty = quant::scalar(ty).unwrap().dot_type;
         let yq = quantized(dot_ty, &y);
-        let mut g = c.benchmark_group(format!("{}", ty.name()));
+        let mut g = c.benchmark_group(ty.name());
         g.throughput(Throughput::Bytes(xq.len() as u64));
         g.sample_size(10);
         for &p in &paths {
@@ -86,7 +86,7 @@ fn bench<M: Measurement>(c: &mut Criterion<M>) {
     }
     for ty in ACTIVATIONS {
         let mut q = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
-        let mut g = c.benchmark_group(format!("{}", ty.name()));
+        let mut g = c.benchmark_group(ty.name());
         g.throughput(Throughput::Bytes(q.len() as u64));
         g.sample_size(10);
         for &p in &paths {

@@ -237,6 +237,12 @@ fn activations_at_the_edges() {
     r[10] = f32::NAN;
     r[40] = f32::INFINITY;
     rows.push(r);
+    // A NaN last in its block survives C's MAX scan: d and s are NaN (with a payload).
+    let mut r = vec![-0.75f32; 256];
+    r[31] = f32::NAN;
+    r[63] = -f32::from_bits(0x7fc1_2345);
+    r[95] = f32::from_bits(0x7f80_0001);
+    rows.push(r);
     for x in &rows {
         for ty in ACTIVATIONS {
             activation_matches(ty, x, 1).unwrap();

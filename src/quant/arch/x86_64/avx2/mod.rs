@@ -9,7 +9,7 @@
 
 mod kquants;
 mod legacy;
-mod q8;
+pub(super) mod q8;
 
 use crate::quant::{DequantizeFn, GgmlType, Kernels, QuantizeFn, VecDotFn};
 use std::arch::x86_64::*;

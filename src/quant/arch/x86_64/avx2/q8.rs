@@ -15,11 +15,12 @@ pub(super) fn kernels(ty: GgmlType) -> Option<Own> {
     }
 }
 
-/// The Q8_0/Q8_1 quantizers, handed out by `legacy` with those types.
-pub(super) fn q8_0() -> crate::quant::QuantizeFn {
+/// The Q8_0/Q8_1 quantizers, handed out by `legacy` with those types (and by the avx512
+/// path).
+pub(crate) fn q8_0() -> crate::quant::QuantizeFn {
     quantize_q8_0
 }
-pub(super) fn q8_1() -> crate::quant::QuantizeFn {
+pub(crate) fn q8_1() -> crate::quant::QuantizeFn {
     quantize_q8_1
 }
 
@@ -66,17 +67,16 @@ unsafe fn low_bytes(q: [__m256i; 4]) -> __m256i {
     _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
-/// One block of 32 values (`quantize_row_q8_0_ref`): returns `d` and the 32 quants, the low
-/// bytes of C's `(int)roundf(x * id)`.
+/// The largest |x| of the 32 values at `x`, as the scalar scan finds it.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_block(x: *const f32) -> (f32, __m256i) {
+unsafe fn block_amax(x: *const f32) -> f32 {
     let v: [__m256; 4] = std::array::from_fn(|k| _mm256_loadu_ps(x.add(8 * k)));
     let mut nan = 0;
     for vk in &v {
         nan |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(*vk, *vk));
     }
-    let amax = if nan == 0 {
+    if nan == 0 {
         // Without NaN the maximum does not depend on the order of comparisons.
         hmax(_mm256_max_ps(
             _mm256_max_ps(abs(v[0]), abs(v[1])),
@@ -89,40 +89,89 @@ unsafe fn q8_block(x: *const f32) -> (f32, __m256i) {
             amax = c_max(amax, (*x.add(j)).abs());
         }
         amax
-    };
-    let d = amax / 127.0;
-    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-    let q = v.map(|vk| _mm256_cvttps_epi32(round_away(_mm256_mul_ps(vk, id))));
-    (d, low_bytes(q))
+    }
+}
+
+/// The eight f16 of `v`, rounded to nearest even as `fp32_to_fp16` does (NaN lanes, whose
+/// payloads the hardware keeps, go through `fp32_to_fp16` itself).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16s(v: __m256) -> [[u8; 2]; 8] {
+    let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+    let mut out: [[u8; 2]; 8] = std::mem::transmute(h);
+    let nan = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+    if nan != 0 {
+        let f: [f32; 8] = std::mem::transmute(v);
+        for k in 0..8 {
+            if nan & (1 << k) != 0 {
+                out[k] = fp32_to_fp16(f[k]).0;
+            }
+        }
+    }
+    out
+}
+
+/// `quantize_row_q8_0_ref` (and `quantize_row_q8_1_ref` with `S`, which also stores
+/// `s = d * sum(qs)`): eight blocks per step, their scales divided and converted together.
+/// The quants are the low bytes of C's `(int)roundf(x * id)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8<const S: bool>(x: &[f32], dst: &mut [u8]) {
+    let (bs, qo) = if S { (36, 4) } else { (34, 2) };
+    let nb = (x.len() / 32).min(dst.len() / bs);
+    let out = dst.as_mut_ptr();
+    let mut i = 0;
+    while i < nb {
+        let m = (nb - i).min(8);
+        // SAFETY: blocks i .. i + m lie inside `x` (32 floats each) and `dst` (bs bytes each).
+        let xk = |k: usize| x.as_ptr().add(32 * (i + k));
+        let bk = |k: usize| out.add(bs * (i + k));
+        let mut amax = [0f32; 8];
+        for (k, a) in amax.iter_mut().enumerate().take(m) {
+            *a = block_amax(xk(k));
+        }
+        let d = _mm256_div_ps(_mm256_loadu_ps(amax.as_ptr()), _mm256_set1_ps(127.0));
+        // C's `d != 0.0 ? 1.0 / d : 0.0` (true for NaN).
+        let nonzero = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, _mm256_setzero_ps());
+        let id: [f32; 8] = std::mem::transmute(_mm256_and_ps(
+            nonzero,
+            _mm256_div_ps(_mm256_set1_ps(1.0), d),
+        ));
+        let dh = f16s(d);
+        let mut sums = [0i32; 8];
+        for k in 0..m {
+            let (xb, b) = (xk(k), bk(k));
+            let idv = _mm256_set1_ps(id[k]);
+            let q: [__m256i; 4] = std::array::from_fn(|j| {
+                let v = _mm256_mul_ps(_mm256_loadu_ps(xb.add(8 * j)), idv);
+                _mm256_cvttps_epi32(round_away(v))
+            });
+            let bytes = low_bytes(q);
+            _mm256_storeu_si256(b.add(qo) as *mut __m256i, bytes);
+            b.cast::<[u8; 2]>().write_unaligned(dh[k]);
+            if S {
+                let pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes);
+                sums[k] = hsum_epi32(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+            }
+        }
+        if S {
+            let sv = _mm256_cvtepi32_ps(_mm256_loadu_si256(sums.as_ptr() as *const __m256i));
+            let sh = f16s(_mm256_mul_ps(sv, d));
+            for (k, h) in sh.iter().enumerate().take(m) {
+                bk(k).add(2).cast::<[u8; 2]>().write_unaligned(*h);
+            }
+        }
+        i += 8;
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_q8_0_impl(x: &[f32], dst: &mut [u8]) {
-    let nb = (x.len() / 32).min(dst.len() / 34);
-    for i in 0..nb {
-        // SAFETY: block i < nb lies inside `x` (32 floats) and `dst` (34 bytes).
-        let b = dst.as_mut_ptr().add(34 * i);
-        let (d, q) = q8_block(x.as_ptr().add(32 * i));
-        _mm256_storeu_si256(b.add(2) as *mut __m256i, q);
-        b.cast::<[u8; 2]>().write_unaligned(fp32_to_fp16(d).0);
-    }
+    quantize_q8::<false>(x, dst)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_q8_1_impl(x: &[f32], dst: &mut [u8]) {
-    let nb = (x.len() / 32).min(dst.len() / 36);
-    for i in 0..nb {
-        // SAFETY: block i < nb lies inside `x` (32 floats) and `dst` (36 bytes).
-        let b = dst.as_mut_ptr().add(36 * i);
-        let (d, q) = q8_block(x.as_ptr().add(32 * i));
-        _mm256_storeu_si256(b.add(4) as *mut __m256i, q);
-        let pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
-        let sum = hsum_epi32(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-        b.cast::<[u8; 2]>().write_unaligned(fp32_to_fp16(d).0);
-        b.add(2)
-            .cast::<[u8; 2]>()
-            .write_unaligned(fp32_to_fp16(sum as f32 * d).0);
-    }
+    quantize_q8::<true>(x, dst)
 }
 
 /// `quantize_row_q8_K_ref`: `d = max / -127` with the signed value of largest magnitude (the
