@@ -630,8 +630,16 @@ pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
             Some(quantize::quantize_iq3_s),
             vec_dot_iq3_s,
         ),
-        GgmlType::IQ1S => entry::<BlockIQ1S>(dequantize_iq1_s, None, vec_dot_iq1_s),
-        GgmlType::IQ1M => entry::<BlockIQ1M>(dequantize_iq1_m, None, vec_dot_iq1_m),
+        GgmlType::IQ1S => entry::<BlockIQ1S>(
+            dequantize_iq1_s,
+            Some(quantize::quantize_iq1_s),
+            vec_dot_iq1_s,
+        ),
+        GgmlType::IQ1M => entry::<BlockIQ1M>(
+            dequantize_iq1_m,
+            Some(quantize::quantize_iq1_m),
+            vec_dot_iq1_m,
+        ),
         _ => return None,
     })
 }
