@@ -376,179 +376,6 @@ fn group_scale(id: f32, scale: f32, max: i32) -> u32 {
     nearest_int(0.5 * (id * scale - 1.0)).clamp(0, max) as u32
 }
 
-// ---- IQ3_XXS, IQ3_S
-
-/// `quantize_row_iq3_xxs_impl(256, ...)`
-pub(super) fn quantize_iq3_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    use super::BlockIQ3XXS;
-    let search = Search {
-        lattice: iq3xxs_lattice(),
-        kmaxq: 8,
-        steps: -15..=15,
-        step: 0.2,
-        on_grid_init: true,
-        refine: Refine::OffGrid,
-    };
-    let blocks: &mut [BlockIQ3XXS] = bytemuck::cast_slice_mut(dst);
-    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
-        let sigma2 = 2.0 * sum_sq(xbl) / QK_K as f32;
-        let mut q3 = [0u8; 3 * QK_K / 8];
-        let mut scales = [0f32; 8];
-        let mut max_scale = 0f32;
-        for (ib, xb) in xbl.chunks_exact(32).enumerate() {
-            let mut weight = [0f32; 32];
-            match imatrix {
-                Some(qw) => {
-                    let qw = &qw[QK_K * ibl + 32 * ib..];
-                    for i in 0..32 {
-                        weight[i] = qw[i] * (sigma2 + xb[i] * xb[i]).sqrt();
-                    }
-                }
-                None => {
-                    for i in 0..32 {
-                        weight[i] = xb[i] * xb[i];
-                    }
-                }
-            }
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 32];
-            let mut signs = [0u8; 4];
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
-            if max < GROUP_MAX_EPS_IQ3_XXS {
-                continue;
-            }
-            let mut l = [0i8; 32];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
-            for k in 0..8 {
-                q3[8 * ib + k] = search.lattice.index_of(&l[4 * k..4 * k + 4]) as u8;
-            }
-            let aux = signs[0] as u32
-                | (signs[1] as u32) << 7
-                | (signs[2] as u32) << 14
-                | (signs[3] as u32) << 21;
-            q3[64 + 4 * ib..64 + 4 * ib + 4].copy_from_slice(&aux.to_le_bytes());
-            scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
-        }
-        if max_scale == 0.0 {
-            *y = bytemuck::Zeroable::zeroed();
-            continue;
-        }
-        let d = max_scale / 31.0;
-        y.d = super::F16::from_f32(d * 1.0125);
-        let id = 1.0 / d;
-        for ib in 0..8 {
-            let l = group_scale(id, scales[ib], 15);
-            q3[64 + 4 * ib + 3] |= (l << 4) as u8;
-        }
-        y.qs = q3;
-    }
-}
-
-/// `quantize_row_iq3_s_impl(32, ...)`
-pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    use super::BlockIQ3S;
-    let search = Search {
-        lattice: iq3s_lattice(),
-        kmaxq: 8,
-        steps: -9..=9,
-        step: 0.2,
-        on_grid_init: false,
-        refine: Refine::AllIfAnyOff,
-    };
-    let blocks: &mut [BlockIQ3S] = bytemuck::cast_slice_mut(dst);
-    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
-        *y = bytemuck::Zeroable::zeroed();
-        let sigma2 = 2.0 * sum_sq(xbl) / QK_K as f32;
-        let mut scales = [0f32; 8];
-        let mut max_scale = 0f32;
-        // ggml advances its qs and signs pointers only past groups that were not all zero,
-        // so the groups after an all-zero one are stored one slot early.
-        let mut slot = 0;
-        for (ib, xb) in xbl.chunks_exact(32).enumerate() {
-            let mut weight = [0f32; 32];
-            match imatrix {
-                Some(qw) => {
-                    let qw = &qw[QK_K * ibl + 32 * ib..];
-                    for i in 0..32 {
-                        weight[i] = qw[i] * (sigma2 + xb[i] * xb[i]).sqrt();
-                    }
-                }
-                None => {
-                    for i in 0..32 {
-                        weight[i] = xb[i] * xb[i];
-                    }
-                }
-            }
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 32];
-            let mut signs = [0u8; 4];
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], false);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
-            if max == 0.0 {
-                continue;
-            }
-            let mut l = [0i8; 32];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s;
-                }
-            }
-            for k in 0..8 {
-                let j = search.lattice.index_of(&l[4 * k..4 * k + 4]);
-                y.qs[8 * slot + k] = (j & 255) as u8;
-                y.qh[ib] |= ((j >> 8) << k) as u8;
-            }
-            y.signs[4 * slot..4 * slot + 4].copy_from_slice(&signs);
-            slot += 1;
-            scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
-        }
-        if max_scale == 0.0 {
-            continue;
-        }
-        let d = max_scale / 31.0;
-        y.d = super::F16::from_f32(d * 1.033);
-        let id = 1.0 / d;
-        for ib in (0..8).step_by(2) {
-            let l1 = group_scale(id, scales[ib], 15);
-            let l2 = group_scale(id, scales[ib + 1], 15);
-            y.scales[ib / 2] = (l1 | l2 << 4) as u8;
-        }
-    }
-}
-
 /// The importance of each value of a group: `qw sqrt(sigma2 + x^2)` with the importance matrix
 /// `qw`, else `plain(x)`.
 #[inline]
@@ -652,6 +479,167 @@ fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], w: &[f32]) -> f32 {
         sumlx / suml2
     } else {
         0.0
+    }
+}
+
+// ---- IQ3_XXS, IQ3_S
+
+/// `quantize_row_iq3_xxs_impl(256, ...)`
+pub(super) fn quantize_iq3_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    use super::BlockIQ3XXS;
+    let search = Search {
+        lattice: iq3xxs_lattice(),
+        kmaxq: 8,
+        steps: -15..=15,
+        step: 0.2,
+        on_grid_init: true,
+        refine: Refine::OffGrid,
+    };
+    let blocks: &mut [BlockIQ3XXS] = bytemuck::cast_slice_mut(dst);
+    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
+        let sigma2 = 2.0 * sum_sq(xbl) / QK_K as f32;
+        let mut q3 = [0u8; 3 * QK_K / 8];
+        let mut scales = [0f32; 8];
+        let mut max_scale = 0f32;
+        for (ib, xb) in xbl.chunks_exact(32).enumerate() {
+            let mut weight = [0f32; 32];
+            group_weights(
+                &mut weight,
+                xb,
+                imatrix_at(imatrix, ibl, 32, ib),
+                sigma2,
+                |x| x * x,
+            );
+            let waux = weight.map(f32::sqrt);
+            let mut xval = [0f32; 32];
+            let mut signs = [0u8; 4];
+            for k in 0..4 {
+                let r = 8 * k..8 * k + 8;
+                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
+            }
+            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            if max < GROUP_MAX_EPS_IQ3_XXS {
+                continue;
+            }
+            let mut l = [0i8; 32];
+            let mut scale = lattice_search(
+                &search,
+                &xval,
+                &weight,
+                &waux,
+                &mut l,
+                max,
+                max / (2 * search.kmaxq - 1) as f32,
+            );
+            if scale < 0.0 {
+                scale = -scale;
+                for s in &mut signs {
+                    *s = !*s & 127;
+                }
+            }
+            for k in 0..8 {
+                q3[8 * ib + k] = search.lattice.index_of(&l[4 * k..4 * k + 4]) as u8;
+            }
+            let aux = signs[0] as u32
+                | (signs[1] as u32) << 7
+                | (signs[2] as u32) << 14
+                | (signs[3] as u32) << 21;
+            q3[64 + 4 * ib..64 + 4 * ib + 4].copy_from_slice(&aux.to_le_bytes());
+            scales[ib] = scale;
+            max_scale = fmax(max_scale, scale);
+        }
+        if max_scale == 0.0 {
+            *y = bytemuck::Zeroable::zeroed();
+            continue;
+        }
+        let d = max_scale / 31.0;
+        y.d = super::F16::from_f32(d * 1.0125);
+        let id = 1.0 / d;
+        for ib in 0..8 {
+            let l = group_scale(id, scales[ib], 15);
+            q3[64 + 4 * ib + 3] |= (l << 4) as u8;
+        }
+        y.qs = q3;
+    }
+}
+
+/// `quantize_row_iq3_s_impl(32, ...)`
+pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    use super::BlockIQ3S;
+    let search = Search {
+        lattice: iq3s_lattice(),
+        kmaxq: 8,
+        steps: -9..=9,
+        step: 0.2,
+        on_grid_init: false,
+        refine: Refine::AllIfAnyOff,
+    };
+    let blocks: &mut [BlockIQ3S] = bytemuck::cast_slice_mut(dst);
+    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
+        *y = bytemuck::Zeroable::zeroed();
+        let sigma2 = 2.0 * sum_sq(xbl) / QK_K as f32;
+        let mut scales = [0f32; 8];
+        let mut max_scale = 0f32;
+        // ggml advances its qs and signs pointers only past groups that were not all zero,
+        // so the groups after an all-zero one are stored one slot early.
+        let mut slot = 0;
+        for (ib, xb) in xbl.chunks_exact(32).enumerate() {
+            let mut weight = [0f32; 32];
+            group_weights(
+                &mut weight,
+                xb,
+                imatrix_at(imatrix, ibl, 32, ib),
+                sigma2,
+                |x| x * x,
+            );
+            let waux = weight.map(f32::sqrt);
+            let mut xval = [0f32; 32];
+            let mut signs = [0u8; 4];
+            for k in 0..4 {
+                let r = 8 * k..8 * k + 8;
+                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], false);
+            }
+            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            if max == 0.0 {
+                continue;
+            }
+            let mut l = [0i8; 32];
+            let mut scale = lattice_search(
+                &search,
+                &xval,
+                &weight,
+                &waux,
+                &mut l,
+                max,
+                max / (2 * search.kmaxq - 1) as f32,
+            );
+            if scale < 0.0 {
+                scale = -scale;
+                for s in &mut signs {
+                    *s = !*s;
+                }
+            }
+            for k in 0..8 {
+                let j = search.lattice.index_of(&l[4 * k..4 * k + 4]);
+                y.qs[8 * slot + k] = (j & 255) as u8;
+                y.qh[ib] |= ((j >> 8) << k) as u8;
+            }
+            y.signs[4 * slot..4 * slot + 4].copy_from_slice(&signs);
+            slot += 1;
+            scales[ib] = scale;
+            max_scale = fmax(max_scale, scale);
+        }
+        if max_scale == 0.0 {
+            continue;
+        }
+        let d = max_scale / 31.0;
+        y.d = super::F16::from_f32(d * 1.033);
+        let id = 1.0 / d;
+        for ib in (0..8).step_by(2) {
+            let l1 = group_scale(id, scales[ib], 15);
+            let l2 = group_scale(id, scales[ib + 1], 15);
+            y.scales[ib / 2] = (l1 | l2 << 4) as u8;
+        }
     }
 }
 
@@ -1091,7 +1079,8 @@ pub(super) fn quantize_iq1_m(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
     let x_p = [-1.0 + IQ1M_DELTA, IQ1M_DELTA, 1.0 + IQ1M_DELTA];
     let x_m = [-1.0 - IQ1M_DELTA, -IQ1M_DELTA, 1.0 - IQ1M_DELTA];
     // shift signs (first group of 8, second group of 8): 0: +,+  1: +,-  2: -,+  3: -,-
-    let shift_of = |k: usize, half: usize| if half == 0 { k >= 2 } else { k % 2 == 1 };
+    let negative = |k: usize, half: usize| if half == 0 { k >= 2 } else { k % 2 == 1 };
+    let xx_of = |k: usize, half: usize| if negative(k, half) { &x_m } else { &x_p };
     let masks = [0x00u8, 0x80, 0x08, 0x88];
     let blocks: &mut [BlockIQ1M] = bytemuck::cast_slice_mut(dst);
     for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
@@ -1180,13 +1169,6 @@ pub(super) fn quantize_iq1_m(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
                 scale = -scale;
                 best_k = 3 - best_k;
             }
-            let xx_of = |k: usize, half: usize| {
-                if shift_of(k, half) {
-                    &x_m
-                } else {
-                    &x_p
-                }
-            };
             let mut index = [0usize; 2];
             let mut all_on_grid = true;
             for half in 0..2 {
@@ -1244,7 +1226,7 @@ pub(super) fn quantize_iq1_m(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
                 |x| x * x,
             );
             for half in 0..2 {
-                let xx = xx_of_shift(&x_p, &x_m, shift_of(shifts[ib], half));
+                let xx = xx_of(shifts[ib], half);
                 let j =
                     y.qs[2 * ib + half] as usize | ((y.qh[ib] as usize) << (8 - 4 * half)) & 0x700;
                 for (i, &p) in lat.point(j).iter().enumerate() {
@@ -1267,14 +1249,5 @@ pub(super) fn quantize_iq1_m(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
         for (k, v) in sc.iter().enumerate() {
             y.scales[2 * k..2 * k + 2].copy_from_slice(&v.to_le_bytes());
         }
-    }
-}
-
-#[inline]
-fn xx_of_shift<'a>(x_p: &'a [f32; 3], x_m: &'a [f32; 3], negative: bool) -> &'a [f32; 3] {
-    if negative {
-        x_m
-    } else {
-        x_p
     }
 }
