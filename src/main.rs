@@ -19,12 +19,15 @@ struct Cli {
 enum Command {
     /// Show what a GGUF file holds: architecture, sizes, quant types, hyperparameters
     Inspect(cli::inspect::Args),
+    /// Quantize a model to a llama.cpp type mix (Q4_K_M, Q6_K, Q8_0, ...) or a single type
+    Quantize(cli::quantize::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Quantize(args) => cli::quantize::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
