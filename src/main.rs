@@ -21,6 +21,8 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Quantize a model to a llama.cpp type mix (Q4_K_M, Q6_K, Q8_0, ...) or a single type
     Quantize(cli::quantize::Args),
+    /// Check every quant kernel path against a directory of ggml reference files
+    CheckReference(cli::check_reference::Args),
 }
 
 fn main() {
@@ -28,6 +30,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Quantize(args) => cli::quantize::run(args),
+        Command::CheckReference(args) => cli::check_reference::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
