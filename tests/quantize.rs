@@ -105,7 +105,7 @@ fn write_model(path: &Path, x: &[f32], experts: bool) -> Vec<String> {
 /// An imatrix GGUF as llama-imatrix writes it: `NAME.in_sum2` (ne0 x n_mat) and
 /// `NAME.counts` (1 x n_mat) per weight. The sums are `weights * count`, so that the derived
 /// weights are exactly `weights`.
-fn write_imatrix_gguf(path: &Path, entries: &[(&str, usize)], weights: &[f32]) {
+fn write_imatrix_gguf(path: &Path, entries: &[(&str, Vec<f32>)]) {
     let mut md = Metadata::new();
     md.set("general.type", Value::String("imatrix".into()));
     md.set(
@@ -115,15 +115,14 @@ fn write_imatrix_gguf(path: &Path, entries: &[(&str, usize)], weights: &[f32]) {
     md.set("imatrix.chunk_count", Value::U32(7));
     md.set("imatrix.chunk_size", Value::U32(512));
     let mut w = GgufWriter::new(md).unwrap();
-    for &(name, n_mat) in entries {
+    for (name, weights) in entries {
+        let n_mat = weights.len() / 1024;
         let count = 4.0f32;
-        let sums: Vec<f32> = (0..n_mat)
-            .flat_map(|_| weights.iter().map(|v| v * count))
-            .collect();
+        let sums: Vec<f32> = weights.iter().map(|v| v * count).collect();
         w.add_tensor(
             &format!("{name}.in_sum2"),
             GgmlType::F32,
-            &[weights.len() as u64, n_mat as u64],
+            &[1024, n_mat as u64],
             f32_bytes(&sums),
         )
         .unwrap();
@@ -139,19 +138,17 @@ fn write_imatrix_gguf(path: &Path, entries: &[(&str, usize)], weights: &[f32]) {
 }
 
 /// The legacy .dat form of the same matrix: values stored as sums over `ncall` calls.
-fn write_imatrix_dat(path: &Path, entries: &[(&str, usize)], weights: &[f32]) {
+fn write_imatrix_dat(path: &Path, entries: &[(&str, Vec<f32>)]) {
     let ncall = 2i32;
     let mut b = Vec::new();
     b.extend_from_slice(&(entries.len() as i32).to_le_bytes());
-    for &(name, n_mat) in entries {
+    for (name, weights) in entries {
         b.extend_from_slice(&(name.len() as i32).to_le_bytes());
         b.extend_from_slice(name.as_bytes());
         b.extend_from_slice(&ncall.to_le_bytes());
-        b.extend_from_slice(&((weights.len() * n_mat) as i32).to_le_bytes());
-        for _ in 0..n_mat {
-            for v in weights {
-                b.extend_from_slice(&(v * ncall as f32).to_le_bytes());
-            }
+        b.extend_from_slice(&(weights.len() as i32).to_le_bytes());
+        for v in weights {
+            b.extend_from_slice(&(v * ncall as f32).to_le_bytes());
         }
     }
     b.extend_from_slice(&7i32.to_le_bytes());
@@ -180,10 +177,26 @@ fn assert_matches_ggml(out: &Path, with_imatrix: bool) -> Vec<GgmlType> {
         }
         let r = refs.entry(t.ty).or_insert_with(|| Reference::open(t.ty));
         assert_eq!(f32s(r.bytes("x").unwrap()), x, "{} x differs", t.ty);
-        let want = match (with_imatrix, r.bytes("x.qi")) {
-            (true, Some(qi)) => qi,
-            _ => r.bytes("x.q").unwrap(),
+        let mut want = match (with_imatrix, r.bytes("x.qi")) {
+            (true, Some(qi)) => qi.to_vec(),
+            _ => r.bytes("x.q").unwrap().to_vec(),
         };
+        if with_imatrix && t.name.contains("_exps") && t.ty.is_quantized() {
+            // The second expert (rows 10..20) is quantized with its own, reversed weights.
+            let (_, w) = reference_x();
+            let w: Vec<f32> = w.into_iter().rev().collect();
+            let row = t.ty.row_bytes(1024).unwrap() as usize;
+            for r in 10..20 {
+                quant::quantize_row(
+                    t.ty,
+                    &x[r * 1024..(r + 1) * 1024],
+                    &mut want[r * row..(r + 1) * row],
+                    Some(&w),
+                )
+                .unwrap();
+            }
+        }
+        let want = want.as_slice();
         assert!(
             f.data(t) == want,
             "{} ({}): bytes differ from ggml's{}",
@@ -281,19 +294,30 @@ fn imatrix_files_in_both_forms_reproduce_ggml_bytes() {
     let (x, weights) = reference_x();
     let input = dir.join("in.gguf");
     let names = write_model(&input, &x, true);
-    let entries: Vec<(&str, usize)> = names
+    // Each expert has its own weights: the second expert's are the first's reversed.
+    let reversed: Vec<f32> = weights.iter().rev().copied().collect();
+    let entries: Vec<(&str, Vec<f32>)> = names
         .iter()
-        .map(|n| (n.as_str(), if n.contains("_exps") { 2 } else { 1 }))
+        .map(|n| {
+            let mut w = weights.clone();
+            if n.contains("_exps") {
+                w.extend_from_slice(&reversed);
+            }
+            (n.as_str(), w)
+        })
         .collect();
     let gguf = dir.join("imatrix.gguf");
     let dat = dir.join("imatrix.dat");
-    write_imatrix_gguf(&gguf, &entries, &weights);
-    write_imatrix_dat(&dat, &entries, &weights);
+    write_imatrix_gguf(&gguf, &entries);
+    write_imatrix_dat(&dat, &entries);
     for (file, datasets) in [(&gguf, "calibration.txt"), (&dat, "dat")] {
         let m = Imatrix::load(file).unwrap();
         assert_eq!(m.entries.len(), names.len());
         assert_eq!(m.get("blk.0.attn_q.weight").unwrap(), weights.as_slice());
-        assert_eq!(m.get("blk.0.ffn_up_exps.weight").unwrap().len(), 2048);
+        assert_eq!(
+            m.get("blk.0.ffn_up_exps.weight").unwrap()[1024..],
+            reversed[..]
+        );
         assert_eq!(m.chunk_count, 7);
         for mix in [
             Mix::Q4KM,
@@ -507,5 +531,44 @@ fn cli_errors_are_clear_and_leave_nothing_behind() {
         "{text}"
     );
     assert!(!out2.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn f16_and_bf16_inputs_are_converted_exactly() {
+    let dir = tmp_dir("half");
+    for ty in [GgmlType::F16, GgmlType::BF16] {
+        let r = Reference::open(ty);
+        let (xq, xdq) = (r.bytes("x.q").unwrap(), f32s(r.bytes("x.dq").unwrap()));
+        let mut md = Metadata::new();
+        md.set("general.architecture", Value::String("llama".into()));
+        md.set("llama.block_count", Value::U32(1));
+        let mut w = GgufWriter::new(md).unwrap();
+        w.add_tensor("blk.0.attn_q.weight", ty, &[1024, 20], xq.to_vec())
+            .unwrap();
+        let input = dir.join(format!("{ty}.gguf"));
+        w.write_to_path(&input).unwrap();
+        for mix in [Mix::Q8_0, Mix::Q4KM, Mix::F32, Mix::F16, Mix::BF16] {
+            let out = dir.join(format!("{ty}-{mix}.gguf"));
+            run(&input, &out, &Options::new(mix));
+            let f = GgufFile::open(&out).unwrap();
+            let t = f.require("blk.0.attn_q.weight").unwrap();
+            let to = mix.default_type();
+            assert_eq!(t.ty, to);
+            let mut want = vec![0u8; to.row_bytes(1024 * 20).unwrap() as usize];
+            let row = want.len() / 20;
+            for (d, s) in want.chunks_exact_mut(row).zip(xdq.chunks_exact(1024)) {
+                if to == GgmlType::F32 {
+                    d.copy_from_slice(&f32_bytes(s));
+                } else {
+                    quant::quantize_row(to, s, d, None).unwrap();
+                }
+            }
+            assert!(f.data(t) == want.as_slice(), "{ty} -> {mix}");
+            if to == ty {
+                assert!(f.data(t) == xq, "{ty} -> {mix}: not copied");
+            }
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

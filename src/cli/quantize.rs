@@ -90,13 +90,22 @@ pub fn run(args: Args) -> Result<()> {
             plan.requantized.len()
         );
     }
-    for tp in &plan.tensors {
-        if let Some(want) = tp.fallback_from {
-            eprintln!(
-                "warning: {}: rows of {} values do not fit {want}, using {}",
-                tp.name, tp.shape[0], tp.to
-            );
-        }
+    let fallbacks: Vec<_> = plan
+        .tensors
+        .iter()
+        .filter_map(|tp| tp.fallback_from.map(|want| (tp, want)))
+        .collect();
+    for (tp, want) in fallbacks.iter().take(3) {
+        eprintln!(
+            "warning: {}: rows of {} values do not fit {want}, using {}",
+            tp.name, tp.shape[0], tp.to
+        );
+    }
+    if fallbacks.len() > 3 {
+        eprintln!(
+            "warning: ... and {} more tensors with a fallback type",
+            fallbacks.len() - 3
+        );
     }
     if !plan.imatrix_missing.is_empty() {
         eprintln!(
