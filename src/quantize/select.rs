@@ -59,11 +59,7 @@ impl ModelInfo {
 
     /// Query heads per key/value head (`hparams.n_gqa()`), 0 without key/value heads.
     pub fn n_gqa(&self) -> u32 {
-        if self.n_head_kv == 0 {
-            0
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(0)
     }
 
     fn is_falcon(&self) -> bool {
@@ -521,11 +517,7 @@ fn mix_rules(
         let more = use_more_bits(i_layer, n_layer);
         match ftype {
             M::Q2K => new_type = T::Q3K,
-            M::Q2KS => {
-                if i_layer < n_layer / 8 {
-                    new_type = T::Q4K;
-                }
-            }
+            M::Q2KS if i_layer < n_layer / 8 => new_type = T::Q4K,
             M::IQ3XXS if !has_imatrix => {
                 new_type = if i_layer < n_layer / 8 {
                     T::Q4K
