@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, GgufWriter, Metadata, Value};
 use crate::quant::{self, GgmlType};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -408,19 +409,29 @@ pub fn convert(
         )));
     }
 
-    // dequantize
-    let mut f = vec![0f32; n];
-    f.par_chunks_mut(n_per_row * rows_per_chunk)
-        .zip(src.par_chunks(src_row * rows_per_chunk))
-        .try_for_each(|(dst, src)| -> Result<()> {
-            for (d, s) in dst
-                .chunks_exact_mut(n_per_row)
-                .zip(src.chunks_exact(src_row))
-            {
-                to_f32(from, s, d)?;
-            }
-            Ok(())
-        })?;
+    // dequantize (F32 data is read in place when the mapping lets it)
+    let borrowed = match from {
+        GgmlType::F32 if cfg!(target_endian = "little") => bytemuck::try_cast_slice(src).ok(),
+        _ => None,
+    };
+    let f: Cow<[f32]> = match borrowed {
+        Some(f) => Cow::Borrowed(f),
+        None => {
+            let mut f = vec![0f32; n];
+            f.par_chunks_mut(n_per_row * rows_per_chunk)
+                .zip(src.par_chunks(src_row * rows_per_chunk))
+                .try_for_each(|(dst, src)| -> Result<()> {
+                    for (d, s) in dst
+                        .chunks_exact_mut(n_per_row)
+                        .zip(src.chunks_exact(src_row))
+                    {
+                        to_f32(from, s, d)?;
+                    }
+                    Ok(())
+                })?;
+            Cow::Owned(f)
+        }
+    };
     check_representable(name, &f, n_per_row, to)?;
 
     // quantize
