@@ -387,10 +387,22 @@ pub fn convert(
     to: GgmlType,
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
-    let n_per_row = shape[0] as usize;
-    let n: u64 = shape.iter().product();
-    let n = usize::try_from(n)
-        .map_err(|_| Error::Invalid(format!("tensor {name}: {n} elements do not fit in memory")))?;
+    if shape.is_empty() || shape.contains(&0) {
+        return Err(Error::Invalid(format!(
+            "tensor {name}: shape {shape:?} has no rows to convert"
+        )));
+    }
+    let n_per_row = usize::try_from(shape[0])
+        .map_err(|_| Error::Invalid(format!("tensor {name}: rows of {} values", shape[0])))?;
+    let n = shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "tensor {name}: shape {shape:?} does not fit in memory"
+            ))
+        })?;
     let nrows = n / n_per_row.max(1);
     let rows_per_chunk = MIN_CHUNK.div_ceil(n_per_row.max(1)).max(1);
     let src_row = from.row_bytes(n_per_row as u64);
@@ -503,4 +515,45 @@ fn check_representable(name: &str, f: &[f32], n_per_row: usize, to: GgmlType) ->
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn convert_refuses_bad_shapes_and_sizes() {
+        let f32 = GgmlType::F32;
+        assert!(convert("t", f32, &[], &[], GgmlType::Q8_0, None).is_err());
+        assert!(convert("t", f32, &[], &[0, 4], GgmlType::Q8_0, None).is_err());
+        assert!(convert("t", f32, &[0; 8], &[u64::MAX, 2], GgmlType::Q8_0, None).is_err());
+        // 32 values need 128 bytes of F32.
+        let e = convert("t", f32, &[0; 64], &[32], GgmlType::Q8_0, None).unwrap_err();
+        assert!(e.to_string().contains("64 bytes"), "{e}");
+        // Rows of 40 do not fit Q8_0 blocks.
+        assert!(convert("t", f32, &[0; 160], &[40], GgmlType::Q8_0, None).is_err());
+        let ok = convert("t", f32, &[0; 128], &[32], GgmlType::Q8_0, None).unwrap();
+        assert_eq!(ok.len(), 34);
+    }
+
+    #[test]
+    fn metadata_keys_move_to_the_end_and_split_keys_go() {
+        let mut md = Metadata::new();
+        md.set("general.architecture", Value::String("llama".into()));
+        md.set("general.file_type", Value::U32(1));
+        md.set("split.count", Value::U16(2));
+        md.set("llama.block_count", Value::U32(2));
+        let out = output_metadata(&md, &Options::new(Mix::Q5KM));
+        let keys: Vec<&str> = out.iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "general.architecture",
+                "llama.block_count",
+                "general.quantization_version",
+                "general.file_type"
+            ]
+        );
+        assert_eq!(out.u32("general.file_type").unwrap(), 17);
+    }
 }
