@@ -23,6 +23,8 @@ enum Command {
     Quantize(cli::quantize::Args),
     /// Check every quant kernel path against a directory of ggml reference files
     CheckReference(cli::check_reference::Args),
+    /// Show the CPU features and the kernel path strait uses
+    Info(cli::info::Args),
 }
 
 fn main() {
@@ -31,6 +33,7 @@ fn main() {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Quantize(args) => cli::quantize::run(args),
         Command::CheckReference(args) => cli::check_reference::run(args),
+        Command::Info(args) => cli::info::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
