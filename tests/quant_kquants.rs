@@ -51,6 +51,10 @@ fn q8_k_matches_ggml() {
     );
 }
 
+/// Q8_K rounds to nearest with an f32 scale `amax / 127`: half a step, plus the f32 rounding
+/// of the scale, of `x * iscale` (up to 127 * 2^-24 steps each) and of `d * q`.
+const Q8K_REL: f64 = (0.5 + 4e-5) / 127.0;
+
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
@@ -90,7 +94,7 @@ fn q8_k_dequantize_reproduces_ggml_dots() {
             for (k, (&u, &v)) in yb.iter().zip(qb).enumerate() {
                 let err = (u as f64 - v as f64).abs();
                 assert!(
-                    err <= amax / 254.0 * (1.0 + 1e-5),
+                    err <= Q8K_REL * amax,
                     "{ty} y block {b} value {k}: {u} dequantized to {v}"
                 );
             }
@@ -126,8 +130,7 @@ fn round_trip_bound(ty: GgmlType) -> (f64, f64) {
         GgmlType::Q4K => (0.25, step * (63.0 * 15.0 + 63.0)),
         GgmlType::Q5K => (0.15, step * (63.0 * 31.0 + 63.0)),
         GgmlType::Q6K => (0.2, step * 128.0 * 32.0),
-        // f32 scale, round to nearest: half a step of amax / 127.
-        GgmlType::Q8K => (1.0 / 254.0 * (1.0 + 1e-5), 0.0),
+        GgmlType::Q8K => (Q8K_REL, 0.0),
         _ => unreachable!(),
     }
 }
@@ -293,4 +296,45 @@ proptest! {
             }
         }
     }
+}
+
+/// The k-quant tensors of a real model (gemma-3 270M Q4_K_M: Q4_K and Q6_K): every row of
+/// every tensor dequantizes to finite values, and the dot product of a few rows with
+/// quantized activations equals the f64 dot of the dequantized rows.
+#[test]
+fn real_model_k_quant_tensors() {
+    let f = GgufFile::open(common::model(common::GEMMA3)).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for t in f.tensors() {
+        if !KQUANTS.contains(&t.ty) {
+            continue;
+        }
+        *seen.entry(t.ty.name()).or_insert(0) += 1;
+        let n = t.row_len() as usize;
+        let data = f.data(t);
+        let row_bytes = t.row_bytes() as usize;
+        let mut dq = vec![0f32; data.len() / row_bytes * n];
+        quant::dequantize_row(t.ty, data, &mut dq).unwrap();
+        assert!(dq.iter().all(|v| v.is_finite()), "{}", t.name);
+
+        let mut r = Rng(0x9e3779b97f4a7c15);
+        let y: Vec<f32> = (0..n).map(|_| r.gauss() as f32).collect();
+        let yq = quantize(GgmlType::Q8K, &y, None);
+        let ydq = dequantize(GgmlType::Q8K, &yq, n);
+        for (i, xq) in data.chunks_exact(row_bytes).take(8).enumerate() {
+            let xdq = &dq[i * n..(i + 1) * n];
+            let got = quant::vec_dot(t.ty, n, xq, &yq).unwrap() as f64;
+            let want = dot64(xdq, &ydq);
+            let tol = 1e-5 * (want.abs() + norm(xdq) * norm(&ydq));
+            assert!(
+                (got - want).abs() <= tol,
+                "{} row {i}: {got} vs {want}",
+                t.name
+            );
+        }
+    }
+    assert!(
+        seen.contains_key("Q4_K") && seen.contains_key("Q6_K"),
+        "{seen:?}"
+    );
 }

@@ -18,6 +18,13 @@ pub use q4k::BlockQ4K;
 pub use q5k::BlockQ5K;
 pub use q6k::BlockQ6K;
 
+// The quants of a block unpacked to one signed byte per value, in value order: the shared
+// first step of the scalar dot products, and the oracle for faster unpacking.
+pub use q3k::q3k_values;
+pub use q4k::q4k_values;
+pub use q5k::q5k_values;
+pub use q6k::q6k_values;
+
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8K, QuantBlock};
 use super::{GgmlType, Kernels, QK_K};
 
@@ -77,7 +84,7 @@ fn dot_blocks<B: QuantBlock>(n: usize, x: &[u8], y: &[u8], f: fn(&B, &BlockQ8K) 
     let nb = n / QK_K;
     let x = &as_blocks::<B>(x)[..nb];
     let y = &as_blocks::<BlockQ8K>(y)[..nb];
-    x.iter().zip(y).map(|(a, b)| f(a, b)).sum()
+    x.iter().zip(y).fold(0.0, |s, (a, b)| s + f(a, b))
 }
 
 /// What one block contributes to a dot product accumulated as ggml's generic Q3_K..Q6_K
@@ -547,6 +554,27 @@ fn sum_sq(x: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block_matches_type<B: QuantBlock>() {
+        assert_eq!(std::mem::size_of::<B>(), B::TYPE.type_size(), "{}", B::TYPE);
+        assert_eq!(B::TYPE.block_size(), QK_K);
+        let k = kernels(B::TYPE).unwrap();
+        assert_eq!(
+            (k.ty, k.dot_type),
+            (B::TYPE, <B::VecDot as QuantBlock>::TYPE)
+        );
+    }
+
+    #[test]
+    fn blocks_agree_with_the_type_table() {
+        block_matches_type::<BlockQ2K>();
+        block_matches_type::<BlockQ3K>();
+        block_matches_type::<BlockQ4K>();
+        block_matches_type::<BlockQ5K>();
+        block_matches_type::<BlockQ6K>();
+        block_matches_type::<BlockQ8K>();
+        assert!(kernels(GgmlType::Q4_0).is_none());
+    }
 
     #[test]
     fn nearest_int_rounds_half_to_even_and_wraps_like_ggml() {

@@ -30,7 +30,7 @@ impl QuantBlock for BlockQ3K {
 
 /// The 256 quants of a block, `q - 4` in -4..3, in value order.
 #[inline]
-pub(crate) fn q3k_values(b: &BlockQ3K) -> [i8; QK_K] {
+pub fn q3k_values(b: &BlockQ3K) -> [i8; QK_K] {
     let mut a = [0i8; QK_K];
     for (j, v) in a.iter_mut().enumerate() {
         let low = (b.qs[32 * (j / 128) + j % 32] >> (2 * ((j / 32) % 4))) & 3;

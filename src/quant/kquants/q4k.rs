@@ -31,7 +31,7 @@ impl QuantBlock for BlockQ4K {
 
 /// The 256 quants of a block (0..15), in value order.
 #[inline]
-pub(crate) fn q4k_values(b: &BlockQ4K) -> [i8; QK_K] {
+pub fn q4k_values(b: &BlockQ4K) -> [i8; QK_K] {
     let mut a = [0i8; QK_K];
     for (g, q) in b.qs.chunks_exact(32).enumerate() {
         for (l, &q) in q.iter().enumerate() {

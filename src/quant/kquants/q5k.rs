@@ -31,7 +31,7 @@ impl QuantBlock for BlockQ5K {
 
 /// The 256 quants of a block (0..31), in value order.
 #[inline]
-pub(crate) fn q5k_values(b: &BlockQ5K) -> [i8; QK_K] {
+pub fn q5k_values(b: &BlockQ5K) -> [i8; QK_K] {
     let mut a = [0i8; QK_K];
     for (g, q) in b.qs.chunks_exact(32).enumerate() {
         for (l, &q) in q.iter().enumerate() {

@@ -31,7 +31,7 @@ impl QuantBlock for BlockQ6K {
 
 /// The 256 quants of a block, `q - 32` in -32..31, in value order.
 #[inline]
-pub(crate) fn q6k_values(b: &BlockQ6K) -> [i8; QK_K] {
+pub fn q6k_values(b: &BlockQ6K) -> [i8; QK_K] {
     let mut a = [0i8; QK_K];
     for h in 0..2 {
         let ql = &b.ql[64 * h..64 * h + 64];
