@@ -350,6 +350,16 @@ fn imatrix_files_in_both_forms_reproduce_ggml_bytes() {
             std::fs::remove_file(&out).unwrap();
         }
     }
+    // IQ2_XXS is refused without one, as llama-quantize refuses it.
+    let f = GgufFile::open(&input).unwrap();
+    let e = quantize::plan(&f, &Options::new(Mix::IQ2XXS))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("IQ2_XXS") && e.contains("importance matrix"),
+        "{e}"
+    );
+
     // With an imatrix, Q4_0 guards ffn_down of the first eighth of the layers with Q4_1 (of
     // one layer: none), and a wrong-sized entry is an error naming the sizes.
     let mut bad = Imatrix::load(&gguf).unwrap();

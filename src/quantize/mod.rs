@@ -119,7 +119,6 @@ pub fn plan(input: &GgufFile, opts: &Options) -> Result<Plan> {
             imatrix: false,
         };
         if tp.converts() {
-            check_kernels(&tp)?;
             if t.ty.is_quantized() {
                 requantized.push(t.name.clone());
             }
@@ -148,6 +147,7 @@ pub fn plan(input: &GgufFile, opts: &Options) -> Result<Plan> {
                     t.name, tp.to
                 )));
             }
+            check_kernels(&tp)?;
         }
         out.push(tp);
     }
