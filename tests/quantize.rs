@@ -481,6 +481,47 @@ fn cli_errors_are_clear_and_leave_nothing_behind() {
     let f = GgufFile::open(&out).unwrap();
     assert_eq!(f.metadata().u32("general.file_type").unwrap(), 18);
 
+    // --imatrix in both forms, and a file that is neither.
+    let (_, weights) = reference_x();
+    let names = write_model(&input, &x, false);
+    let entries: Vec<(&str, Vec<f32>)> = names
+        .iter()
+        .map(|n| (n.as_str(), weights.clone()))
+        .collect();
+    let (ig, id) = (dir.join("i.gguf"), dir.join("i.dat"));
+    write_imatrix_gguf(&ig, &entries);
+    write_imatrix_dat(&id, &entries);
+    for i in [&ig, &id] {
+        let (ok, text) = strait(&[
+            "quantize",
+            inp,
+            outp,
+            "IQ4_XS",
+            "--force",
+            "--imatrix",
+            i.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        assert!(text.contains("6 entries"), "{text}");
+        let f = GgufFile::open(&out).unwrap();
+        assert_eq!(
+            f.metadata().u32("quantize.imatrix.entries_count").unwrap(),
+            6
+        );
+    }
+    std::fs::write(dir.join("junk.dat"), b"not an imatrix").unwrap();
+    let junk = dir.join("junk.dat");
+    let (ok, text) = strait(&[
+        "quantize",
+        inp,
+        outp,
+        "IQ4_XS",
+        "--force",
+        "--imatrix",
+        junk.to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("junk.dat"), "{text}");
+
     // A value F16 cannot hold, and a NaN: an error naming the tensor, no file left.
     let mut big = x.clone();
     big[5 * 1024 + 3] = 1.0e6;
