@@ -51,7 +51,12 @@ impl Imatrix {
             Self::load_gguf(path)?
         } else {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            Self::parse_legacy(&bytes).map_err(|e| bad(path, e))?
+            Self::parse_legacy(&bytes).map_err(|e| {
+                bad(
+                    path,
+                    format!("not GGUF, and not a legacy imatrix file: {e}"),
+                )
+            })?
         };
         for (name, w) in &m.entries {
             if let Some(x) = w.iter().find(|x| !x.is_finite()) {
