@@ -16,6 +16,7 @@
 pub mod arch;
 pub mod blocks;
 pub mod check;
+mod common;
 pub mod float;
 pub mod fp4;
 pub mod iq4;
