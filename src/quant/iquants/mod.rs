@@ -9,33 +9,12 @@
 pub mod grids;
 mod quantize;
 
+/// Also at its old path, `iquants::U16Le`.
+pub use super::blocks::U16Le;
 use super::blocks::{as_blocks, BlockQ8K, QuantBlock, F16};
 use super::{DequantizeFn, GgmlType, Kernels, QuantizeFn, VecDotFn, QK_K};
 use bytemuck::{Pod, Zeroable};
 use grids::*;
-
-/// A u16 stored as two little-endian bytes (`uint16_t` fields of the blocks).
-#[derive(Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
-#[repr(transparent)]
-pub struct U16Le(pub [u8; 2]);
-
-impl U16Le {
-    #[inline]
-    pub fn get(self) -> u16 {
-        u16::from_le_bytes(self.0)
-    }
-
-    #[inline]
-    pub fn new(x: u16) -> U16Le {
-        U16Le(x.to_le_bytes())
-    }
-}
-
-impl std::fmt::Debug for U16Le {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.get())
-    }
-}
 
 /// `block_iq2_xxs`: 2.0625 bpw. Per group of 32: 4 grid indices (8 bits each) in the first
 /// u32, four 7-bit sign patterns and a 4-bit scale in the second.
