@@ -139,6 +139,14 @@ pub(crate) struct QkxSearch {
     pub use_mad: bool,
 }
 
+/// The search `make_qkx3_quants` does in the importance-weighted quantizers.
+pub(crate) const QKX3_SEARCH: QkxSearch = QkxSearch {
+    rmin: -0.9,
+    rdelta: 0.05,
+    nstep: 36,
+    use_mad: false,
+};
+
 /// `make_qkx2_quants` (and `make_qkx3_quants` with weights, which differs only in testing
 /// `max <= min` instead of `max == min`: the same after `min` is clamped to <= 0): asymmetric
 /// quants `L` in `0..=nmax` with a scale and a min (returned as `(scale, -min)`), trying

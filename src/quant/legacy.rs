@@ -8,7 +8,7 @@
 
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8_0, BlockQ8_1, QuantBlock, F16, QK8_0};
 use super::common::{
-    abs_max, c_int, imatrix_weights, make_qkx_quants, make_qx_quants, max_abs, sum_sq, QkxSearch,
+    abs_max, c_int, imatrix_weights, make_qkx_quants, make_qx_quants, max_abs, sum_sq, QKX3_SEARCH,
 };
 use super::float::fp32_to_fp16;
 use super::{GgmlType, Kernels};
@@ -166,15 +166,6 @@ pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
         vec_dot,
     })
 }
-
-/// `make_qkx3_quants(.., -0.9, 0.05, 36, ..)` as `quantize_row_q4_1_impl` and
-/// `quantize_row_q5_1_impl` call it.
-const QKX3_SEARCH: QkxSearch = QkxSearch {
-    rmin: -0.9,
-    rdelta: 0.05,
-    nstep: 36,
-    use_mad: false,
-};
 
 /// Packs the fifth bits of 32 five-bit quants (`L[j]` and `L[j + 16]`) into `qs` and `qh`.
 fn pack_q5(l: &[u8; 32], qs: &mut [u8; 16], qh: &mut [u8; 4]) {

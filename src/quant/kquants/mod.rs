@@ -26,8 +26,8 @@ pub use q5k::q5k_values;
 pub use q6k::q6k_values;
 
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8K, QuantBlock};
-use super::common::GROUP_MAX_EPS;
-use super::common::{abs_max, make_qkx_quants, make_qp_quants, make_qx_quants, sum_sq, QkxSearch};
+use super::common::{abs_max, make_qkx_quants, make_qp_quants, make_qx_quants, sum_sq};
+use super::common::{imatrix_weights, QkxSearch, GROUP_MAX_EPS, QKX3_SEARCH};
 use super::{GgmlType, Kernels, QK_K};
 
 /// ggml's `nearest_int`, kept at this path for the SIMD kernels.
@@ -225,6 +225,41 @@ fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; QK_K / 4]) {
 
 // ---------------------------------------------------------------------------------------------
 // ggml's helpers for the k-quant quantizers.
+
+/// The asymmetric search of each sub-block of `S` values: `weights(j, xs, w)` fills the
+/// weights of sub-block `j`, then `make_qkx_quants` writes its quants to `l` and finds its
+/// scale and min. Returns the scales and the negated mins.
+fn qkx_sub_blocks<const S: usize, const N: usize>(
+    x: &[f32],
+    nmax: i32,
+    search: &QkxSearch,
+    l: &mut [u8; QK_K],
+    mut weights: impl FnMut(usize, &[f32], &mut [f32; S]),
+) -> ([f32; N], [f32; N]) {
+    let mut laux = [0u8; S];
+    let mut w = [0f32; S];
+    let mut scales = [0f32; N];
+    let mut mins = [0f32; N];
+    for j in 0..N {
+        let xs = &x[S * j..S * j + S];
+        weights(j, xs, &mut w);
+        let lj = &mut l[S * j..S * j + S];
+        (scales[j], mins[j]) = make_qkx_quants(nmax, xs, &w, lj, &mut laux, search);
+    }
+    (scales, mins)
+}
+
+/// The largest of 0 and `v` (ggml's `if (v[j] > max) max = v[j]` scan).
+#[inline]
+fn max_from_zero(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, &x| if x > m { x } else { m })
+}
+
+/// Sum in order, as ggml's loops accumulate it.
+#[inline]
+fn sum(v: &[f32]) -> f32 {
+    v.iter().fold(0.0, |s, &w| s + w)
+}
 
 /// `make_q3_quants` with `do_rmse`: symmetric quants (stored with the `+nmax` offset) refined
 /// one value at a time for up to 5 passes, weighted by `x^2`.
