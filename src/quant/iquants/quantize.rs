@@ -431,6 +431,19 @@ impl<const N: usize, const K: usize> Group<N, K> {
     }
 }
 
+/// A negative group scale made positive by flipping every sign bit (those under `mask`).
+#[inline]
+fn positive_scale(scale: f32, signs: &mut [u8], mask: u8) -> f32 {
+    if scale < 0.0 {
+        for s in signs {
+            *s = !*s & mask;
+        }
+        -scale
+    } else {
+        scale
+    }
+}
+
 /// The importance-matrix slice of group `ib` (of `size` values) of super-block `ibl`.
 #[inline]
 fn imatrix_at(imatrix: Option<&[f32]>, ibl: usize, size: usize, ib: usize) -> Option<&[f32]> {
@@ -469,13 +482,8 @@ pub(super) fn quantize_iq3_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f3
                 continue;
             }
             let mut l = [0i8; 32];
-            let mut scale = g.search_from_max(&search, &mut l);
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 127);
             for k in 0..8 {
                 q3[8 * ib + k] = search.lattice.index_of(&l[4 * k..4 * k + 4]) as u8;
             }
@@ -529,13 +537,8 @@ pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
                 continue;
             }
             let mut l = [0i8; 32];
-            let mut scale = g.search_from_max(&search, &mut l);
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 255);
             for k in 0..8 {
                 let j = search.lattice.index_of(&l[4 * k..4 * k + 4]);
                 y.qs[8 * slot + k] = (j & 255) as u8;
@@ -601,14 +604,9 @@ pub(super) fn quantize_iq2_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f3
                 continue;
             }
             let mut l = lq.map(|v| v as i8);
-            let mut scale =
+            let scale =
                 lattice_search(&search, &g.xval, &g.weight, &g.waux, &mut l, eff_max, scale);
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
+            let scale = positive_scale(scale, &mut signs, 127);
             for k in 0..4 {
                 let j = search.lattice.index_of(&l[8 * k..8 * k + 8]) as u32;
                 q2[2 * ib] |= j << (8 * k);
@@ -665,13 +663,8 @@ pub(super) fn quantize_iq2_xs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32
                 continue;
             }
             let mut l = [0i8; 16];
-            let mut scale = g.search_from_max(&search, &mut l);
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 127);
             for k in 0..2 {
                 let j = search.lattice.index_of(&l[8 * k..8 * k + 8]) as u16;
                 y.qs[2 * ib + k] = super::U16Le::new(j | (signs[k] as u16) << 9);
@@ -725,13 +718,8 @@ pub(super) fn quantize_iq2_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
                 continue;
             }
             let mut l = [0i8; 16];
-            let mut scale = g.search_from_max(&search, &mut l);
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 255);
             for k in 0..2 {
                 let j = search.lattice.index_of(&l[8 * k..8 * k + 8]);
                 let i8 = 2 * ib + k;
