@@ -44,18 +44,14 @@ impl QuantBlock for BlockNvfp4 {
 }
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
-    let (dequantize, quantize, vec_dot): (super::DequantizeFn, super::QuantizeFn, super::VecDotFn) =
-        match ty {
-            GgmlType::MXFP4 => (dequantize_mxfp4, quantize_mxfp4, vec_dot_mxfp4_q8_0),
-            GgmlType::NVFP4 => (dequantize_nvfp4, quantize_nvfp4, vec_dot_nvfp4_q8_0),
-            _ => return None,
-        };
-    Some(Kernels {
-        ty,
-        dot_type: GgmlType::Q8_0,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot: Some(vec_dot),
+    Some(match ty {
+        GgmlType::MXFP4 => {
+            Kernels::of::<BlockMxfp4>(dequantize_mxfp4, quantize_mxfp4, Some(vec_dot_mxfp4_q8_0))
+        }
+        GgmlType::NVFP4 => {
+            Kernels::of::<BlockNvfp4>(dequantize_nvfp4, quantize_nvfp4, Some(vec_dot_nvfp4_q8_0))
+        }
+        _ => return None,
     })
 }
 
@@ -123,7 +119,8 @@ pub fn fp32_to_ue4m3(x: f32) -> u8 {
 }
 
 /// `best_index_mxfp4`: the code whose value `kvalues[i] * e` is nearest `x`, the first one on
-/// ties.
+/// ties (a linear scan over unsorted codes; `iq4::best_index_int8` bisects a sorted grid and
+/// takes the upper one).
 #[inline]
 fn best_index_mxfp4(x: f32, e: f32) -> u8 {
     let mut best_index = 0;

@@ -48,32 +48,18 @@ impl QuantBlock for BlockIq4Xs {
 }
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
-    let (dot_type, dequantize, quantize, vec_dot): (
-        GgmlType,
-        super::DequantizeFn,
-        super::QuantizeFn,
-        super::VecDotFn,
-    ) = match ty {
-        GgmlType::IQ4NL => (
-            GgmlType::Q8_0,
+    Some(match ty {
+        GgmlType::IQ4NL => Kernels::of::<BlockIq4Nl>(
             dequantize_iq4_nl,
             quantize_iq4_nl,
-            vec_dot_iq4_nl_q8_0,
+            Some(vec_dot_iq4_nl_q8_0),
         ),
-        GgmlType::IQ4XS => (
-            GgmlType::Q8K,
+        GgmlType::IQ4XS => Kernels::of::<BlockIq4Xs>(
             dequantize_iq4_xs,
             quantize_iq4_xs,
-            vec_dot_iq4_xs_q8_k,
+            Some(vec_dot_iq4_xs_q8_k),
         ),
         _ => return None,
-    };
-    Some(Kernels {
-        ty,
-        dot_type,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot: Some(vec_dot),
     })
 }
 

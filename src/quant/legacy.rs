@@ -106,64 +106,17 @@ impl QuantBlock for BlockQ2_0 {
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
     use GgmlType::*;
-    let (dot_type, dequantize, quantize, vec_dot): (
-        GgmlType,
-        super::DequantizeFn,
-        super::QuantizeFn,
-        Option<super::VecDotFn>,
-    ) = match ty {
-        Q4_0 => (
-            Q8_0,
-            dequantize_q4_0,
-            quantize_q4_0,
-            Some(vec_dot_q4_0_q8_0),
-        ),
-        Q4_1 => (
-            Q8_1,
-            dequantize_q4_1,
-            quantize_q4_1,
-            Some(vec_dot_q4_1_q8_1),
-        ),
-        Q5_0 => (
-            Q8_0,
-            dequantize_q5_0,
-            quantize_q5_0,
-            Some(vec_dot_q5_0_q8_0),
-        ),
-        Q5_1 => (
-            Q8_1,
-            dequantize_q5_1,
-            quantize_q5_1,
-            Some(vec_dot_q5_1_q8_1),
-        ),
-        Q8_0 => (
-            Q8_0,
-            dequantize_q8_0,
-            quantize_q8_0,
-            Some(vec_dot_q8_0_q8_0),
-        ),
+    Some(match ty {
+        Q4_0 => Kernels::of::<BlockQ4_0>(dequantize_q4_0, quantize_q4_0, Some(vec_dot_q4_0_q8_0)),
+        Q4_1 => Kernels::of::<BlockQ4_1>(dequantize_q4_1, quantize_q4_1, Some(vec_dot_q4_1_q8_1)),
+        Q5_0 => Kernels::of::<BlockQ5_0>(dequantize_q5_0, quantize_q5_0, Some(vec_dot_q5_0_q8_0)),
+        Q5_1 => Kernels::of::<BlockQ5_1>(dequantize_q5_1, quantize_q5_1, Some(vec_dot_q5_1_q8_1)),
+        Q8_0 => Kernels::of::<BlockQ8_0>(dequantize_q8_0, quantize_q8_0, Some(vec_dot_q8_0_q8_0)),
         // A dot type only: ggml has no dot product with Q8_1 as the weights.
-        Q8_1 => (Q8_1, dequantize_q8_1, quantize_q8_1, None),
-        Q1_0 => (
-            Q8_0,
-            dequantize_q1_0,
-            quantize_q1_0,
-            Some(vec_dot_q1_0_q8_0),
-        ),
-        Q2_0 => (
-            Q8_0,
-            dequantize_q2_0,
-            quantize_q2_0,
-            Some(vec_dot_q2_0_q8_0),
-        ),
+        Q8_1 => Kernels::of::<BlockQ8_1>(dequantize_q8_1, quantize_q8_1, None),
+        Q1_0 => Kernels::of::<BlockQ1_0>(dequantize_q1_0, quantize_q1_0, Some(vec_dot_q1_0_q8_0)),
+        Q2_0 => Kernels::of::<BlockQ2_0>(dequantize_q2_0, quantize_q2_0, Some(vec_dot_q2_0_q8_0)),
         _ => return None,
-    };
-    Some(Kernels {
-        ty,
-        dot_type,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot,
     })
 }
 

@@ -49,6 +49,23 @@ pub struct Kernels {
     pub vec_dot: Option<VecDotFn>,
 }
 
+impl Kernels {
+    /// The kernels of block type `B`, which names the type and its dot type.
+    pub(crate) fn of<B: blocks::QuantBlock>(
+        dequantize: DequantizeFn,
+        quantize: QuantizeFn,
+        vec_dot: Option<VecDotFn>,
+    ) -> Kernels {
+        Kernels {
+            ty: B::TYPE,
+            dot_type: <B::VecDot as blocks::QuantBlock>::TYPE,
+            dequantize: Some(dequantize),
+            quantize: Some(quantize),
+            vec_dot,
+        }
+    }
+}
+
 /// The scalar kernels of `ty`, if strait has them.
 pub fn scalar(ty: GgmlType) -> Option<Kernels> {
     float::kernels(ty)

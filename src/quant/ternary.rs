@@ -39,18 +39,14 @@ impl QuantBlock for BlockTq2_0 {
 }
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
-    let (dequantize, quantize, vec_dot): (super::DequantizeFn, super::QuantizeFn, super::VecDotFn) =
-        match ty {
-            GgmlType::TQ1_0 => (dequantize_tq1_0, quantize_tq1_0, vec_dot_tq1_0_q8_k),
-            GgmlType::TQ2_0 => (dequantize_tq2_0, quantize_tq2_0, vec_dot_tq2_0_q8_k),
-            _ => return None,
-        };
-    Some(Kernels {
-        ty,
-        dot_type: GgmlType::Q8K,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot: Some(vec_dot),
+    Some(match ty {
+        GgmlType::TQ1_0 => {
+            Kernels::of::<BlockTq1_0>(dequantize_tq1_0, quantize_tq1_0, Some(vec_dot_tq1_0_q8_k))
+        }
+        GgmlType::TQ2_0 => {
+            Kernels::of::<BlockTq2_0>(dequantize_tq2_0, quantize_tq2_0, Some(vec_dot_tq2_0_q8_k))
+        }
+        _ => return None,
     })
 }
 

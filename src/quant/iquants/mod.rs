@@ -568,57 +568,25 @@ pub fn vec_dot_iq1_m(n: usize, x: &[u8], y: &[u8]) -> f32 {
 
 // ---- registry
 
-fn entry<B: QuantBlock>(
-    dequantize: DequantizeFn,
-    quantize: Option<QuantizeFn>,
-    vec_dot: VecDotFn,
-) -> Kernels {
-    Kernels {
-        ty: B::TYPE,
-        dot_type: <B::VecDot as QuantBlock>::TYPE,
-        dequantize: Some(dequantize),
-        quantize,
-        vec_dot: Some(vec_dot),
-    }
-}
-
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
+    use quantize::*;
     Some(match ty {
-        GgmlType::IQ2XXS => entry::<BlockIQ2XXS>(
-            dequantize_iq2_xxs,
-            Some(quantize::quantize_iq2_xxs),
-            vec_dot_iq2_xxs,
-        ),
-        GgmlType::IQ2XS => entry::<BlockIQ2XS>(
-            dequantize_iq2_xs,
-            Some(quantize::quantize_iq2_xs),
-            vec_dot_iq2_xs,
-        ),
-        GgmlType::IQ2S => entry::<BlockIQ2S>(
-            dequantize_iq2_s,
-            Some(quantize::quantize_iq2_s),
-            vec_dot_iq2_s,
-        ),
-        GgmlType::IQ3XXS => entry::<BlockIQ3XXS>(
-            dequantize_iq3_xxs,
-            Some(quantize::quantize_iq3_xxs),
-            vec_dot_iq3_xxs,
-        ),
-        GgmlType::IQ3S => entry::<BlockIQ3S>(
-            dequantize_iq3_s,
-            Some(quantize::quantize_iq3_s),
-            vec_dot_iq3_s,
-        ),
-        GgmlType::IQ1S => entry::<BlockIQ1S>(
-            dequantize_iq1_s,
-            Some(quantize::quantize_iq1_s),
-            vec_dot_iq1_s,
-        ),
-        GgmlType::IQ1M => entry::<BlockIQ1M>(
-            dequantize_iq1_m,
-            Some(quantize::quantize_iq1_m),
-            vec_dot_iq1_m,
-        ),
+        GgmlType::IQ2XXS => {
+            entry::<BlockIQ2XXS>(dequantize_iq2_xxs, quantize_iq2_xxs, vec_dot_iq2_xxs)
+        }
+        GgmlType::IQ2XS => entry::<BlockIQ2XS>(dequantize_iq2_xs, quantize_iq2_xs, vec_dot_iq2_xs),
+        GgmlType::IQ2S => entry::<BlockIQ2S>(dequantize_iq2_s, quantize_iq2_s, vec_dot_iq2_s),
+        GgmlType::IQ3XXS => {
+            entry::<BlockIQ3XXS>(dequantize_iq3_xxs, quantize_iq3_xxs, vec_dot_iq3_xxs)
+        }
+        GgmlType::IQ3S => entry::<BlockIQ3S>(dequantize_iq3_s, quantize_iq3_s, vec_dot_iq3_s),
+        GgmlType::IQ1S => entry::<BlockIQ1S>(dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s),
+        GgmlType::IQ1M => entry::<BlockIQ1M>(dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m),
         _ => return None,
     })
+}
+
+/// Every i-quant has all three kernels.
+fn entry<B: QuantBlock>(dequantize: DequantizeFn, quantize: QuantizeFn, dot: VecDotFn) -> Kernels {
+    Kernels::of::<B>(dequantize, quantize, Some(dot))
 }

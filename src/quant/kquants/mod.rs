@@ -37,21 +37,24 @@ pub(crate) use super::common::nearest_int;
 pub const K_SCALE_SIZE: usize = 12;
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
-    let k = |dequantize, quantize, vec_dot| Kernels {
-        ty,
-        dot_type: GgmlType::Q8K,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot,
-    };
     Some(match ty {
-        GgmlType::Q2K => k(q2k::dequantize, q2k::quantize, Some(q2k::vec_dot)),
-        GgmlType::Q3K => k(q3k::dequantize, q3k::quantize, Some(q3k::vec_dot)),
-        GgmlType::Q4K => k(q4k::dequantize, q4k::quantize, Some(q4k::vec_dot)),
-        GgmlType::Q5K => k(q5k::dequantize, q5k::quantize, Some(q5k::vec_dot)),
-        GgmlType::Q6K => k(q6k::dequantize, q6k::quantize, Some(q6k::vec_dot)),
+        GgmlType::Q2K => {
+            Kernels::of::<BlockQ2K>(q2k::dequantize, q2k::quantize, Some(q2k::vec_dot))
+        }
+        GgmlType::Q3K => {
+            Kernels::of::<BlockQ3K>(q3k::dequantize, q3k::quantize, Some(q3k::vec_dot))
+        }
+        GgmlType::Q4K => {
+            Kernels::of::<BlockQ4K>(q4k::dequantize, q4k::quantize, Some(q4k::vec_dot))
+        }
+        GgmlType::Q5K => {
+            Kernels::of::<BlockQ5K>(q5k::dequantize, q5k::quantize, Some(q5k::vec_dot))
+        }
+        GgmlType::Q6K => {
+            Kernels::of::<BlockQ6K>(q6k::dequantize, q6k::quantize, Some(q6k::vec_dot))
+        }
         // ggml has no Q8_K x Q8_K dot product.
-        GgmlType::Q8K => k(q8k::dequantize, q8k::quantize, None),
+        GgmlType::Q8K => Kernels::of::<BlockQ8K>(q8k::dequantize, q8k::quantize, None),
         _ => return None,
     })
 }
@@ -262,7 +265,8 @@ fn sum(v: &[f32]) -> f32 {
 }
 
 /// `make_q3_quants` with `do_rmse`: symmetric quants (stored with the `+nmax` offset) refined
-/// one value at a time for up to 5 passes, weighted by `x^2`.
+/// one value at a time for up to 5 passes, weighted by `x^2`. Not `make_qp_quants`' refinement:
+/// signed levels, and ggml tests only `slx > 0` before recomputing `sl2`.
 fn make_q3_quants(nmax: i32, x: &[f32], out: &mut [i8]) -> f32 {
     let (amax, max) = abs_max(x);
     if amax < GROUP_MAX_EPS {
