@@ -6,5 +6,6 @@
 pub mod error;
 pub mod gguf;
 pub mod quant;
+pub mod quantize;
 
 pub use error::{Error, Result};
