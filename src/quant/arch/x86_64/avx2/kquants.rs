@@ -6,7 +6,7 @@
 //! for Q6_K): the offset times the scale-weighted activation sums (`bsums`) is subtracted;
 //! the mins of Q2_K/Q4_K/Q5_K are weighted by the same sums.
 
-use super::{f16_at, hsum_ps, safe_dequantize, safe_dot, store_bytes_as_f32, Own};
+use super::{f16x2, hsum_ps, safe_dequantize, safe_dot, store_bytes_as_f32, Own};
 use crate::quant::arch::x86_64::{q3k_scales, scales_mins_k4};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
@@ -107,7 +107,7 @@ impl KQuant for Q2K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b.add(80)), f16_at(b.add(82)))
+        f16x2(b.add(80))
     }
 }
 
@@ -134,7 +134,7 @@ impl KQuant for Q3K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b.add(108)), 0.0)
+        (f16x2(b.add(106)).1, 0.0)
     }
 }
 
@@ -164,7 +164,7 @@ impl KQuant for Q4K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b), f16_at(b.add(2)))
+        f16x2(b)
     }
 }
 
@@ -188,7 +188,7 @@ impl KQuant for Q5K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b), f16_at(b.add(2)))
+        f16x2(b)
     }
 }
 
@@ -216,7 +216,7 @@ impl KQuant for Q6K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b.add(208)), 0.0)
+        (f16x2(b.add(206)).1, 0.0)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: dot products with Q8_0/Q8_1 activations and
 //! dequantization, one block (32 values) per 256-bit register.
 
-use super::{f16_at, hsum_ps, q8, safe_dequantize, safe_dot, store_bytes_as_f32, Own};
+use super::{f16x2, hsum_ps, q8, safe_dequantize, safe_dot, store_bytes_as_f32, Own};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -230,12 +230,9 @@ unsafe fn dequantize<T: Legacy>(src: &[u8], dst: &mut [f32]) {
     for i in 0..nb {
         // SAFETY: block i < nb lies inside `src`, its values inside `dst`.
         let b = src.as_ptr().add(i * T::BS);
-        let d = f16_at(b);
-        let add = if T::MIN {
-            Some([f16_at(b.add(2)); 4])
-        } else {
-            None
-        };
+        // d and m (or d and the first quants).
+        let (d, m) = f16x2(b);
+        let add = if T::MIN { Some([m; 4]) } else { None };
         store_bytes_as_f32(
             T::weights(b),
             T::OFFSET as i32,

@@ -6,7 +6,7 @@
 //! Q3_K, `q + 32` for Q6_K): the offset times the scale-weighted activation sums (`bsums`)
 //! is subtracted; the mins of Q2_K/Q4_K/Q5_K are weighted by the same sums.
 
-use super::{f16_at, hsum_ps, safe_dequantize, safe_dot, Own};
+use super::{f16x2, hsum_ps, safe_dequantize, safe_dot, Own};
 use crate::quant::arch::x86_64::{q3k_scales, scales_mins_k4};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
@@ -115,7 +115,7 @@ impl KQuant for Q2K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b.add(80)), f16_at(b.add(82)))
+        f16x2(b.add(80))
     }
 }
 
@@ -147,7 +147,7 @@ impl KQuant for Q3K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b.add(108)), 0.0)
+        (f16x2(b.add(106)).1, 0.0)
     }
 }
 
@@ -184,7 +184,7 @@ impl KQuant for Q4K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b), f16_at(b.add(2)))
+        f16x2(b)
     }
 }
 
@@ -217,7 +217,7 @@ impl KQuant for Q5K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b), f16_at(b.add(2)))
+        f16x2(b)
     }
 }
 
@@ -254,7 +254,7 @@ impl KQuant for Q6K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     unsafe fn d(b: *const u8) -> (f32, f32) {
-        (f16_at(b.add(208)), 0.0)
+        (f16x2(b.add(206)).1, 0.0)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: dot products with Q8_0/Q8_1 activations and
 //! dequantization, two blocks (64 values) per 512-bit register.
 
-use super::{f16_at, q8, safe_dequantize, safe_dot, u16_at, Own};
+use super::{f16x2, q8, safe_dequantize, safe_dot, u16_at, Own};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -248,11 +248,13 @@ unsafe fn dequantize_pairs<T: Legacy>(src: &[u8], dst: &mut [f32]) {
         let lanes: [__m128i; 4] = std::mem::transmute(w);
         for (k, lane) in lanes.iter().enumerate().take(if two { 4 } else { 2 }) {
             let b = if k < 2 { xa } else { xb };
-            let d = _mm512_set1_ps(f16_at(b));
+            // d and m (or d and the first quants).
+            let (d, m) = f16x2(b);
+            let d = _mm512_set1_ps(d);
             let q = _mm512_sub_epi32(_mm512_cvtepu8_epi32(*lane), offset);
             let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(q), d);
             if T::MIN {
-                v = _mm512_add_ps(v, _mm512_set1_ps(f16_at(b.add(2))));
+                v = _mm512_add_ps(v, _mm512_set1_ps(m));
             }
             _mm512_storeu_ps(py.add(32 * i + 16 * k), v);
         }

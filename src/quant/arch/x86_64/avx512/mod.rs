@@ -68,13 +68,14 @@ macro_rules! safe_quantize {
 }
 pub(crate) use {safe_dequantize, safe_dot, safe_quantize};
 
-/// An f16 at `p` (unaligned), converted exactly.
+/// The two f16 of the 32-bit word at `p` (unaligned), converted exactly. (Converting a
+/// whole word keeps the compiler from inserting 16 bits into a stale register, which chains
+/// each block's scale to the previous block's accumulator.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
-        (p as *const u16).read_unaligned() as i32,
-    )))
+unsafe fn f16x2(p: *const u8) -> (f32, f32) {
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
 }
 
 /// A u16 at `p` (unaligned).
