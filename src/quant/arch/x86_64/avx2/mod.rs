@@ -7,6 +7,9 @@
 //! pair products would not fit 16 bits, widen both sides to 16 bits first). One register
 //! holds one legacy block or an eighth of a k-quant super-block.
 
+pub(super) mod float;
+pub(super) mod iq;
+pub(super) mod iq4;
 mod kquants;
 mod legacy;
 pub(super) mod q8;
@@ -19,6 +22,12 @@ pub fn kernels(ty: GgmlType) -> Option<Kernels> {
     // The safe wrappers below may only be handed out once the CPU is known to run them.
     if !super::has_avx2() {
         return None;
+    }
+    if let Some(k) = float::kernels(ty)
+        .or_else(|| iq4::kernels(ty))
+        .or_else(|| iq::kernels(ty))
+    {
+        return Some(k);
     }
     let (dequantize, quantize, vec_dot) = legacy::kernels(ty)
         .or_else(|| kquants::kernels(ty))

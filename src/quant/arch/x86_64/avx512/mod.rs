@@ -6,6 +6,9 @@
 //! integer block sum is exact for all inputs. One register holds two legacy blocks or a
 //! quarter of a k-quant super-block.
 
+mod float;
+mod iq;
+mod iq4;
 mod kquants;
 mod legacy;
 mod q8;
@@ -18,6 +21,12 @@ pub fn kernels(ty: GgmlType) -> Option<Kernels> {
     // The safe wrappers below may only be handed out once the CPU is known to run them.
     if !super::has_avx512() {
         return None;
+    }
+    if let Some(k) = float::kernels(ty)
+        .or_else(|| iq4::kernels(ty))
+        .or_else(|| iq::kernels(ty))
+    {
+        return Some(k);
     }
     let (dequantize, quantize, vec_dot) = legacy::kernels(ty)
         .or_else(|| kquants::kernels(ty))
