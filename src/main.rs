@@ -19,12 +19,15 @@ struct Cli {
 enum Command {
     /// Show what a GGUF file holds: architecture, sizes, quant types, hyperparameters
     Inspect(cli::inspect::Args),
+    /// Tokenize text with a model's tokenizer: ids, or a table of ids and pieces
+    Tokenize(cli::tokenize::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Tokenize(args) => cli::tokenize::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
