@@ -65,7 +65,12 @@ pub struct Tokenizer {
     specials: Vec<u32>,
     /// Index into `specials` by the first two bytes of the text (one byte: second is 256).
     specials_by_prefix: std::collections::HashMap<u32, Vec<u32>>,
+    /// One bit per key of `specials_by_prefix`, to skip most positions without a lookup.
+    special_prefix_bits: Vec<u64>,
     spm_bytes: [u32; 256],
+    /// Bytes after which a SentencePiece text may be cut before a space marker: no token has
+    /// the byte right before a U+2581 inside it.
+    spm_cut_after: [bool; 256],
     bpe: Option<bpe::Bpe>,
     pre_name: String,
 }
@@ -246,27 +251,28 @@ impl Tokenizer {
             }
         };
 
-        let total: usize = tokens.iter().map(|t| t.len()).sum();
-        let mut pieces = StringTable::with_capacity(n, total);
-        for (i, t) in tokens.iter().enumerate() {
-            // llama.cpp names empty tokens so that they stay unique.
-            let empty;
-            let text: &[u8] = if t.is_empty() {
-                empty = format!("[EMPTY_{i}]");
-                empty.as_bytes()
+        // llama.cpp names empty tokens so that they stay unique.
+        let empty_names: Vec<String> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_empty())
+            .map(|(i, _)| format!("[EMPTY_{i}]"))
+            .collect();
+        let mut empty_iter = empty_names.iter();
+        let texts = tokens.iter().map(|t| {
+            if t.is_empty() {
+                empty_iter.next().map_or(&[][..], |s| s.as_bytes())
             } else {
                 t.as_bytes()
-            };
-            match pieces.insert(text) {
-                Some(Ok(_)) => {}
-                Some(Err(first)) => {
-                    return Err(Error::Invalid(format!(
-                        "duplicate token in vocabulary: {t:?} has ids {first} and {i}"
-                    )))
-                }
-                None => return Err(Error::Invalid("vocabulary text over 4 GiB".into())),
             }
-        }
+        });
+        let mut pieces = StringTable::build(texts, n).map_err(|dup| match dup {
+            Some((a, b)) => Error::Invalid(format!(
+                "duplicate token in vocabulary: {:?} has ids {a} and {b}",
+                tokens[a as usize]
+            )),
+            None => Error::Invalid("vocabulary text over 4 GiB".into()),
+        })?;
 
         // Defaults of llama.cpp's llama_vocab::impl::load.
         let (mut bos, mut eos, mut unk) = match kind {
@@ -436,7 +442,29 @@ impl Tokenizer {
             let key = prefix_key(t);
             specials_by_prefix.entry(key).or_default().push(id);
         }
+        let mut special_prefix_bits = vec![0u64; PREFIX_KEYS / 64];
+        for &key in specials_by_prefix.keys() {
+            special_prefix_bits[key as usize / 64] |= 1 << (key % 64);
+        }
 
+        let mut spm_cut_after = [true; 256];
+        if kind == Kind::SentencePiece {
+            let marker = "\u{2581}".as_bytes();
+            for id in 0..n_vocab {
+                let t = pieces.get(id);
+                let mut i = 1;
+                while i + marker.len() <= t.len() {
+                    match t[i..].iter().position(|&b| b == marker[0]) {
+                        Some(j) if t[i + j..].starts_with(marker) => {
+                            spm_cut_after[t[i + j - 1] as usize] = false;
+                            i += j + 1;
+                        }
+                        Some(j) => i += j + 1,
+                        None => break,
+                    }
+                }
+            }
+        }
         let mut spm_bytes = [NONE; 256];
         if kind == Kind::SentencePiece {
             for (b, slot) in spm_bytes.iter_mut().enumerate() {
@@ -478,7 +506,9 @@ impl Tokenizer {
             add_space_prefix,
             specials,
             specials_by_prefix,
+            special_prefix_bits,
             spm_bytes,
+            spm_cut_after,
             bpe,
             pre_name,
         })
@@ -703,20 +733,28 @@ impl Tokenizer {
         // Only tokens that occur in the text can cut it; find those first.
         let mut present = vec![false; 0];
         let mut any = false;
+        let has_key = |k: u32| self.special_prefix_bits[k as usize / 64] & (1 << (k % 64)) != 0;
         for i in 0..text.len() {
-            let key = prefix_key(&text[i..]);
-            let keys = [key, (text[i] as u32) << 9 | 256];
-            for k in keys.iter().take(if key & 256 != 0 { 1 } else { 2 }) {
-                if let Some(ids) = self.specials_by_prefix.get(k) {
-                    for &id in ids {
-                        if text[i..].starts_with(self.pieces.get(id)) {
-                            if present.is_empty() {
-                                present = vec![false; self.n_vocab as usize];
-                            }
-                            present[id as usize] = true;
-                            any = true;
+            let two = prefix_key(&text[i..]);
+            let one = (text[i] as u32) << 9 | 256;
+            for k in [two, one] {
+                if !has_key(k) {
+                    continue;
+                }
+                let Some(ids) = self.specials_by_prefix.get(&k) else {
+                    continue;
+                };
+                for &id in ids {
+                    if text[i..].starts_with(self.pieces.get(id)) {
+                        if present.is_empty() {
+                            present = vec![false; self.n_vocab as usize];
                         }
+                        present[id as usize] = true;
+                        any = true;
                     }
+                }
+                if k == one {
+                    break;
                 }
             }
         }
@@ -785,6 +823,9 @@ impl Tokenizer {
         }
     }
 }
+
+/// The number of keys `prefix_key` can give.
+const PREFIX_KEYS: usize = 256 << 9;
 
 /// The index key of the first one or two bytes of a special token's text.
 fn prefix_key(t: &[u8]) -> u32 {
