@@ -62,6 +62,8 @@ pub struct Session {
     segments: Vec<usize>,
     cache: LookupCache,
     words: WordCache,
+    /// Merge the whole text with one queue (the oracle for the cutting, in tests).
+    pub no_cut: bool,
 }
 
 const SPACE: &[u8] = "\u{2581}".as_bytes();
@@ -79,6 +81,7 @@ impl Session {
             // the text can be cut there and each part merged on its own: the order of merges
             // within a part, and so the result, is the same as with one queue for all.
             if index > 0
+                && !self.no_cut
                 && text[offs..].starts_with(SPACE)
                 && tok.spm_cut_after[text[offs - 1] as usize]
             {
