@@ -388,8 +388,7 @@ fn split_digits(cpts: &[u32], pieces: &[(usize, usize)], out: &mut Vec<(usize, u
     out.clear();
     for &(a, b) in pieces {
         let mut last = a;
-        for pos in a..b {
-            let c = cpts[pos];
+        for (pos, &c) in cpts.iter().enumerate().take(b).skip(a) {
             let digit = if c < 128 {
                 (b'0' as u32..=b'9' as u32).contains(&c)
             } else {
