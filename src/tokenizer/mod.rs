@@ -391,10 +391,8 @@ impl Tokenizer {
         let text_of = |id: u32| pieces.get(id);
         let has = |eog: &[u32], t: &str| eog.iter().any(|&i| text_of(i) == t.as_bytes());
         // o200k_harmony and solar-open: "<|end|>" does not end generation there.
-        if (has(&eog, "<|return|>") && has(&eog, "<|call|>") && has(&eog, "<|end|>"))
-            || (has(&eog, "<|calls|>") && has(&eog, "<|flush|>") && has(&eog, "<|end|>"))
-            || (has(&eog, "<|call|>") && has(&eog, "<|flush|>") && has(&eog, "<|end|>"))
-        {
+        let has_call = has(&eog, "<|call|>") || has(&eog, "<|calls|>");
+        if has(&eog, "<|end|>") && has_call && (has(&eog, "<|return|>") || has(&eog, "<|flush|>")) {
             if let Some(id) = id_of("<|end|>") {
                 eog.retain(|&i| i != id);
                 attrs[id as usize] = attr::USER_DEFINED;
@@ -483,6 +481,8 @@ impl Tokenizer {
                         key: "tokenizer.ggml.merges".into(),
                     }
                 })?;
+                // Build the code point tables now rather than in the first encode.
+                let _ = (unicode::flags(0), unicode::byte_map());
                 Some(bpe::Bpe::new(pre, &mut pieces, n_vocab, merges)?)
             }
             None => None,
