@@ -38,8 +38,27 @@ fn tokenizers() -> &'static [Tokenizer] {
     })
 }
 
+/// GPT-2's byte-to-unicode map: the character a byte-level vocabulary spells a byte with.
+fn byte_char(b: u8) -> char {
+    let printable = |c: u32| (0x21..=0x7E).contains(&c) || (0xA1..=0xAC).contains(&c) || c >= 0xAE;
+    if printable(b as u32) {
+        return b as char;
+    }
+    let n = (0..b as u32).filter(|&c| !printable(c)).count() as u32;
+    char::from_u32(256 + n).unwrap()
+}
+
 /// See fuzz/fuzz_targets/tokenize.rs.
 fn representable(tok: &Tokenizer, text: &str, ids: &[u32]) -> bool {
+    // A byte whose byte-level character is no token is dropped (as llama.cpp drops it).
+    if tok.kind() == Kind::BytePairEncoding
+        && text.bytes().any(|b| {
+            tok.token_id(byte_char(b).encode_utf8(&mut [0; 4]))
+                .is_none()
+        })
+    {
+        return false;
+    }
     let has = |id: u32, a: u16| tok.token_attr(id).unwrap_or(0) & a != 0;
     if ids.iter().any(|&id| has(id, attr::CONTROL | attr::UNKNOWN)) {
         return false;
@@ -88,6 +107,8 @@ fn text() -> impl Strategy<Value = String> {
         "\t",
         "\n",
         "\r\n",
+        "\u{4}",
+        "\u{7f}",
         "\u{a0}",
         "\u{3000}",
         "0",

@@ -41,10 +41,30 @@ fn tokenizers() -> &'static [Tokenizer] {
     })
 }
 
-/// Whether decoding `ids` must give `text` back: no control or unknown token came out, and a
+/// GPT-2's byte-to-unicode map: the character a byte-level vocabulary spells a byte with.
+fn byte_char(b: u8) -> char {
+    let printable = |c: u32| (0x21..=0x7E).contains(&c) || (0xA1..=0xAC).contains(&c) || c >= 0xAE;
+    if printable(b as u32) {
+        return b as char;
+    }
+    let n = (0..b as u32).filter(|&c| !printable(c)).count() as u32;
+    char::from_u32(256 + n).unwrap()
+}
+
+/// Whether decoding `ids` must give `text` back: every byte has a token, no control or unknown
+/// token came out, and a
 /// SentencePiece text holds no U+2581 (it stands for a space there) and no user-defined
 /// token (after one, llama.cpp adds a space prefix).
 fn representable(tok: &Tokenizer, text: &str, ids: &[u32]) -> bool {
+    // A byte whose byte-level character is no token is dropped (as llama.cpp drops it).
+    if tok.kind() == Kind::BytePairEncoding
+        && text.bytes().any(|b| {
+            tok.token_id(byte_char(b).encode_utf8(&mut [0; 4]))
+                .is_none()
+        })
+    {
+        return false;
+    }
     let special = |id: u32| tok.token_attr(id).unwrap_or(0) & (attr::CONTROL | attr::UNKNOWN) != 0;
     if ids.iter().any(|&id| special(id)) {
         return false;
