@@ -296,7 +296,7 @@ impl Tokenizer {
             }
         }
 
-        let specials = special::Index::new(specials, &pieces);
+        let specials = special::Index::new(specials, &pieces, &attrs);
 
         let mut spm_cut_after = [true; 256];
         if kind == Kind::SentencePiece {

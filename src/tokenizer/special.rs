@@ -1,8 +1,6 @@
 //! Special tokens: the end-of-generation and other ids llama.cpp finds by their text, and the
 //! cutting of special tokens out of a text before it is tokenized (`tokenizer_st_partition`).
 
-use std::collections::HashMap;
-
 use super::attr;
 use super::table::StringTable;
 
@@ -165,32 +163,69 @@ pub fn detect_by_text(
     eog
 }
 
-/// The special tokens that can cut a text, with an index by their first bytes.
+/// Token ids by the key of their first one or two bytes ([`prefix_key`]).
+struct PrefixIndex {
+    /// One bit per key present, to skip most positions without a search.
+    bits: Vec<u64>,
+    /// Sorted keys, with the range of `ids` of each.
+    keys: Vec<(u32, u32, u32)>,
+    ids: Vec<u32>,
+}
+
+impl PrefixIndex {
+    fn new(tokens: impl Iterator<Item = u32>, pieces: &StringTable) -> PrefixIndex {
+        let mut pairs: Vec<(u32, u32)> =
+            tokens.map(|id| (prefix_key(pieces.get(id)), id)).collect();
+        // Stable: ids keep their order (longest token first) within a key.
+        pairs.sort_by_key(|p| p.0);
+        let mut bits = vec![0u64; PREFIX_KEYS / 64];
+        let mut keys: Vec<(u32, u32, u32)> = Vec::new();
+        for (i, &(k, _)) in pairs.iter().enumerate() {
+            bits[k as usize / 64] |= 1 << (k % 64);
+            match keys.last_mut() {
+                Some(last) if last.0 == k => last.2 += 1,
+                _ => keys.push((k, i as u32, 1)),
+            }
+        }
+        PrefixIndex {
+            bits,
+            keys,
+            ids: pairs.into_iter().map(|p| p.1).collect(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, k: u32) -> &[u32] {
+        if self.bits[k as usize / 64] & (1 << (k % 64)) == 0 {
+            return &[];
+        }
+        match self.keys.binary_search_by_key(&k, |e| e.0) {
+            Ok(i) => {
+                let (_, start, len) = self.keys[i];
+                &self.ids[start as usize..(start + len) as usize]
+            }
+            Err(_) => &[],
+        }
+    }
+}
+
+/// The special tokens that can cut a text, with indexes by their first bytes.
 pub struct Index {
     /// Longest first.
     tokens: Vec<u32>,
-    /// Tokens by the key of their first one or two bytes ([`prefix_key`]).
-    by_prefix: HashMap<u32, Vec<u32>>,
-    /// One bit per key of `by_prefix`, to skip most positions without a lookup.
-    bits: Vec<u64>,
+    /// All of them, for parsing special tokens.
+    all: PrefixIndex,
+    /// The user-defined ones, which cut the text even when special tokens are not parsed.
+    user: PrefixIndex,
 }
 
 impl Index {
-    pub fn new(tokens: Vec<u32>, pieces: &StringTable) -> Index {
-        let mut by_prefix: HashMap<u32, Vec<u32>> = HashMap::new();
-        for &id in &tokens {
-            let t = pieces.get(id);
-            let key = prefix_key(t);
-            by_prefix.entry(key).or_default().push(id);
-        }
-        let mut bits = vec![0u64; PREFIX_KEYS / 64];
-        for &key in by_prefix.keys() {
-            bits[key as usize / 64] |= 1 << (key % 64);
-        }
+    pub fn new(tokens: Vec<u32>, pieces: &StringTable, attrs: &[u16]) -> Index {
+        let cuts_always = |id: &u32| attrs[*id as usize] & (attr::CONTROL | attr::UNKNOWN) == 0;
         Index {
+            all: PrefixIndex::new(tokens.iter().copied(), pieces),
+            user: PrefixIndex::new(tokens.iter().copied().filter(cuts_always), pieces),
             tokens,
-            by_prefix,
-            bits,
         }
     }
 
@@ -212,18 +247,12 @@ impl Index {
         // Only tokens that occur in the text can cut it; find those first.
         let mut present = vec![false; 0];
         let mut any = false;
-        let has_key = |k: u32| self.bits[k as usize / 64] & (1 << (k % 64)) != 0;
+        let index = if parse_special { &self.all } else { &self.user };
         for i in 0..text.len() {
             let two = prefix_key(&text[i..]);
             let one = (text[i] as u32) << 9 | 256;
             for k in [two, one] {
-                if !has_key(k) {
-                    continue;
-                }
-                let Some(ids) = self.by_prefix.get(&k) else {
-                    continue;
-                };
-                for &id in ids {
+                for &id in index.get(k) {
                     if text[i..].starts_with(pieces.get(id)) {
                         if present.is_empty() {
                             present = vec![false; n_vocab as usize];

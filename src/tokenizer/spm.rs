@@ -6,7 +6,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::table::{LookupCache, WordCache};
+use super::table::{LookupCache, WordCache, NONE};
 use super::unicode::utf8_len;
 use super::Tokenizer;
 use crate::Result;
@@ -15,12 +15,15 @@ use crate::Result;
 struct Symbol {
     start: u32,
     len: u32,
+    /// The token of a merged symbol (merges only make tokens); NONE for a single character.
+    id: u32,
     prev: i32,
     next: i32,
 }
 
 struct Bigram {
     score: f32,
+    id: u32,
     left: i32,
     right: i32,
     size: u32,
@@ -91,6 +94,7 @@ impl Session {
             self.symbols.push(Symbol {
                 start: (offs - len) as u32,
                 len: len as u32,
+                id: NONE,
                 prev: index as i32 - 1,
                 next: index as i32 + 1,
             });
@@ -116,6 +120,10 @@ impl Session {
             while i >= 0 {
                 let s = self.symbols[i as usize];
                 i = s.next;
+                if s.id != NONE {
+                    out.push(s.id);
+                    continue;
+                }
                 let piece = &text[s.start as usize..(s.start + s.len) as usize];
                 match self.cache.find(&tok.pieces, piece) {
                     Some(id) => out.push(id),
@@ -146,6 +154,7 @@ impl Session {
                 continue;
             }
             self.symbols[l].len += rs.len;
+            self.symbols[l].id = bg.id;
             self.symbols[r].len = 0;
             self.symbols[l].next = rs.next;
             if rs.next >= 0 {
@@ -166,6 +175,7 @@ impl Session {
         if let Some(id) = self.cache.find(&tok.pieces, piece) {
             self.heap.push(Bigram {
                 score: tok.scores[id as usize],
+                id,
                 left,
                 right,
                 size: l.len + r.len,
