@@ -172,10 +172,33 @@ impl StringTable {
             order[starts[b] as usize] = i as u32;
             starts[b] += 1;
         }
+        // First the index alone, in slot order: the first slot whose tag matches is the
+        // candidate (absent when the chain ends first).
         let mut out = vec![NONE; queries.len()];
+        let mask = cap - 1;
         for &i in &order {
-            let i = i as usize;
-            out[i] = self.find_hashed(queries[i], hashes[i]).unwrap_or(NONE);
+            let h = hashes[i as usize];
+            let mut j = h as usize & mask;
+            loop {
+                let slot = self.slots[j];
+                if slot == EMPTY {
+                    break;
+                }
+                if slot >> 32 == h >> 32 {
+                    out[i as usize] = slot as u32;
+                    break;
+                }
+                j = (j + 1) & mask;
+            }
+        }
+        // Then the texts, in query order (vocabularies number tokens roughly in merge order,
+        // so this reads the text nearly in order too); a tag that matched another string
+        // falls back to a full lookup.
+        for (i, q) in queries.iter().enumerate() {
+            let c = out[i];
+            if c != NONE && self.get(c) != *q {
+                out[i] = self.find_hashed(q, hashes[i]).unwrap_or(NONE);
+            }
         }
         out
     }
