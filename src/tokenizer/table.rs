@@ -408,6 +408,19 @@ mod tests {
     }
 
     #[test]
+    fn batch_lookup_agrees_with_single_lookups() {
+        let words: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
+        let t = StringTable::build(words.iter().map(|w| w.as_bytes()), words.len()).unwrap();
+        let queries: Vec<String> = (0..12000).map(|i| format!("t{}", i * 7 % 9000)).collect();
+        let q: Vec<&[u8]> = queries.iter().map(|s| s.as_bytes()).collect();
+        let got = t.find_batch(&q);
+        for (i, s) in q.iter().enumerate() {
+            assert_eq!(got[i], t.find(s).unwrap_or(NONE), "{:?}", queries[i]);
+        }
+        assert!(got.iter().any(|&x| x == NONE) && got.iter().any(|&x| x != NONE));
+    }
+
+    #[test]
     fn pairs_keep_the_first_rank() {
         let mut p = PairTable::with_capacity(1);
         for i in 0..500u32 {
