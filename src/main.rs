@@ -19,12 +19,15 @@ struct Cli {
 enum Command {
     /// Show what a GGUF file holds: architecture, sizes, quant types, hyperparameters
     Inspect(cli::inspect::Args),
+    /// Check every quant kernel path against a directory of ggml reference files
+    CheckReference(cli::check_reference::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::CheckReference(args) => cli::check_reference::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

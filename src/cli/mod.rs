@@ -1,3 +1,4 @@
 //! One module per subcommand: its arguments and the code that prints its output.
 
+pub mod check_reference;
 pub mod inspect;
