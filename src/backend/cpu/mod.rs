@@ -2,6 +2,7 @@
 //!
 //! Kernels take `(out, in, weights, dims)`; the maths is in each comment.
 
+pub mod fast;
 pub mod matmul;
 
 pub use matmul::matmul;
