@@ -21,6 +21,8 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Check every quant kernel path against a directory of ggml reference files
     CheckReference(cli::check_reference::Args),
+    /// Show the CPU features and the kernel path strait uses
+    Info(cli::info::Args),
 }
 
 fn main() {
@@ -28,6 +30,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::CheckReference(args) => cli::check_reference::run(args),
+        Command::Info(args) => cli::info::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

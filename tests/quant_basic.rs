@@ -67,3 +67,42 @@ fn q1_0() {
 fn q2_0() {
     assert_eq!(check_quant(GgmlType::Q2_0), Vec::<&str>::new());
 }
+
+#[test]
+fn mxfp4() {
+    assert_eq!(check_quant(GgmlType::MXFP4), Vec::<&str>::new());
+}
+
+#[test]
+fn nvfp4() {
+    assert_eq!(check_quant(GgmlType::NVFP4), Vec::<&str>::new());
+}
+
+/// IQ4_XS, TQ1_0 and TQ2_0 take Q8_K activations, whose quantizer belongs to the k-quants:
+/// where it is missing the activation check is skipped, and only then.
+fn without_q8k() -> Vec<&'static str> {
+    match strait::quant::scalar(GgmlType::Q8K).and_then(|k| k.quantize) {
+        Some(_) => vec![],
+        None => vec!["activation"],
+    }
+}
+
+#[test]
+fn iq4_nl() {
+    assert_eq!(check_quant(GgmlType::IQ4NL), Vec::<&str>::new());
+}
+
+#[test]
+fn iq4_xs() {
+    assert_eq!(check_quant(GgmlType::IQ4XS), without_q8k());
+}
+
+#[test]
+fn tq1_0() {
+    assert_eq!(check_quant(GgmlType::TQ1_0), without_q8k());
+}
+
+#[test]
+fn tq2_0() {
+    assert_eq!(check_quant(GgmlType::TQ2_0), without_q8k());
+}
