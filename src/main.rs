@@ -23,6 +23,8 @@ enum Command {
     CheckReference(cli::check_reference::Args),
     /// Show the CPU features and the kernel path strait uses
     Info(cli::info::Args),
+    /// Tokenize text with a model's tokenizer: ids, or a table of ids and pieces
+    Tokenize(cli::tokenize::Args),
 }
 
 fn main() {
@@ -31,6 +33,7 @@ fn main() {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::CheckReference(args) => cli::check_reference::run(args),
         Command::Info(args) => cli::info::run(args),
+        Command::Tokenize(args) => cli::tokenize::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

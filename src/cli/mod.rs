@@ -3,3 +3,4 @@
 pub mod check_reference;
 pub mod info;
 pub mod inspect;
+pub mod tokenize;
