@@ -167,7 +167,7 @@ pub fn forward_layer(
     let (base, scale) = c.rope_of(il);
     for t in 0..n {
         let cs = &mut st.rope_cs[t * c.n_rot..(t + 1) * c.n_rot];
-        cpu::rope_cache(cs, pos0 + t, base, scale, rope_factors);
+        cpu::rope_cache(cs, (pos0 + t) as i64, base, scale, rope_factors);
         cpu::rope(
             &mut st.q[t * qd..(t + 1) * qd],
             c.head_dim_k,

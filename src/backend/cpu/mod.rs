@@ -55,7 +55,7 @@ pub fn scale(x: &mut [f32], s: f32) {
 /// The cos/sin table of one position, as ggml's `ggml_rope_cache_init` builds it:
 /// theta_i = pos * scale * base^(-2i/n_rot) / factor_i, with the power taken by repeated
 /// multiplication in f32. `cs`: (n_rot,) as [cos, sin] pairs.
-pub fn rope_cache(cs: &mut [f32], pos: usize, base: f32, scale: f32, factors: Option<&[f32]>) {
+pub fn rope_cache(cs: &mut [f32], pos: i64, base: f32, scale: f32, factors: Option<&[f32]>) {
     let n_rot = cs.len();
     let theta_scale = base.powf(-2.0 / n_rot as f32);
     let mut theta = pos as f32;
