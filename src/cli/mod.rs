@@ -3,4 +3,7 @@
 pub mod check_reference;
 pub mod info;
 pub mod inspect;
+pub mod logits;
+pub mod perplexity;
+pub mod run;
 pub mod tokenize;
