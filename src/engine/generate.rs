@@ -122,6 +122,9 @@ pub fn generate(
         if stop.load(Ordering::Relaxed) {
             break Stop::Interrupted;
         }
+        if opts.n_predict.is_some_and(|n| made >= n) {
+            break Stop::Length;
+        }
         if is_eog(next) {
             break Stop::EndOfGeneration;
         }
