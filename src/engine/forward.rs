@@ -122,6 +122,7 @@ pub fn embed(c: &Config, st: &mut State, embd: &WeightView, tokens: &[u32]) -> R
 
 /// One transformer layer over the `n` tokens in `st.x`, at positions `pos0..pos0 + n`; their
 /// keys and values are written to the cache of layer `il`.
+#[allow(clippy::too_many_arguments)]
 pub fn forward_layer(
     il: usize,
     w: &LayerWeights,
