@@ -108,6 +108,7 @@ pub fn generate(
 
     let t1 = Instant::now();
     let mut made = 0;
+    let mut evals = 0;
     let reason = loop {
         if stop.load(Ordering::Relaxed) {
             break Stop::Interrupted;
@@ -133,8 +134,10 @@ pub fn generate(
             engine.shift_context(n_keep, n_discard)?;
         }
         next = sampler.sample(engine.eval_last(&[next])?);
+        evals += 1;
     };
-    tm.gen_tokens = made;
+    // As llama.cpp counts: the tokens evaluated after the prompt.
+    tm.gen_tokens = evals;
     tm.gen_time = t1.elapsed();
     Ok((reason, tm))
 }
