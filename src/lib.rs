@@ -11,5 +11,6 @@ pub mod model;
 pub mod quant;
 pub mod sample;
 pub mod tokenizer;
+pub mod quantize;
 
 pub use error::{Error, Result};

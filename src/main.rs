@@ -25,6 +25,8 @@ enum Command {
     Logits(cli::logits::Args),
     /// Perplexity of a text file (llama.cpp's method)
     Perplexity(cli::perplexity::Args),
+    /// Quantize a model to a llama.cpp type mix (Q4_K_M, Q6_K, Q8_0, ...) or a single type
+    Quantize(cli::quantize::Args),
     /// Check every quant kernel path against a directory of ggml reference files
     CheckReference(cli::check_reference::Args),
     /// Show the CPU features and the kernel path strait uses
@@ -40,6 +42,7 @@ fn main() {
         Command::Run(args) => cli::run::run(args),
         Command::Logits(args) => cli::logits::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
+        Command::Quantize(args) => cli::quantize::run(args),
         Command::CheckReference(args) => cli::check_reference::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Tokenize(args) => cli::tokenize::run(args),

@@ -297,3 +297,44 @@ proptest! {
         }
     }
 }
+
+/// The k-quant tensors of a real model (gemma-3 270M Q4_K_M: Q4_K and Q6_K): every row of
+/// every tensor dequantizes to finite values, and the dot product of a few rows with
+/// quantized activations equals the f64 dot of the dequantized rows.
+#[test]
+fn real_model_k_quant_tensors() {
+    let f = GgufFile::open(common::model(common::GEMMA3)).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for t in f.tensors() {
+        if !KQUANTS.contains(&t.ty) {
+            continue;
+        }
+        *seen.entry(t.ty.name()).or_insert(0) += 1;
+        let n = t.row_len() as usize;
+        let data = f.data(t);
+        let row_bytes = t.row_bytes() as usize;
+        let mut dq = vec![0f32; data.len() / row_bytes * n];
+        quant::dequantize_row(t.ty, data, &mut dq).unwrap();
+        assert!(dq.iter().all(|v| v.is_finite()), "{}", t.name);
+
+        let mut r = Rng(0x9e3779b97f4a7c15);
+        let y: Vec<f32> = (0..n).map(|_| r.gauss() as f32).collect();
+        let yq = quantize(GgmlType::Q8K, &y, None);
+        let ydq = dequantize(GgmlType::Q8K, &yq, n);
+        for (i, xq) in data.chunks_exact(row_bytes).take(8).enumerate() {
+            let xdq = &dq[i * n..(i + 1) * n];
+            let got = quant::vec_dot(t.ty, n, xq, &yq).unwrap() as f64;
+            let want = dot64(xdq, &ydq);
+            let tol = 1e-5 * (want.abs() + norm(xdq) * norm(&ydq));
+            assert!(
+                (got - want).abs() <= tol,
+                "{} row {i}: {got} vs {want}",
+                t.name
+            );
+        }
+    }
+    assert!(
+        seen.contains_key("Q4_K") && seen.contains_key("Q6_K"),
+        "{seen:?}"
+    );
+}

@@ -7,3 +7,4 @@ pub mod logits;
 pub mod perplexity;
 pub mod run;
 pub mod tokenize;
+pub mod quantize;
