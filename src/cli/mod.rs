@@ -3,3 +3,8 @@
 pub mod check_reference;
 pub mod info;
 pub mod inspect;
+pub mod logits;
+pub mod perplexity;
+pub mod quantize;
+pub mod run;
+pub mod tokenize;
