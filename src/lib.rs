@@ -3,6 +3,7 @@
 //! Data flows one way: file bytes ([`gguf`]) -> quantized blocks ([`quant`]) -> tokens
 //! ([`tokenizer`]) and models ([`model`]) -> the engine.
 
+pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod quant;

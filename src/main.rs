@@ -19,12 +19,18 @@ struct Cli {
 enum Command {
     /// Show what a GGUF file holds: architecture, sizes, quant types, hyperparameters
     Inspect(cli::inspect::Args),
+    /// Plan where every byte goes under a device memory budget, and predict the speed
+    Plan(cli::plan::Args),
+    /// Measure this machine's memory bandwidth and matmul throughput for the plan
+    Calibrate(cli::calibrate::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Plan(args) => cli::plan::run(args),
+        Command::Calibrate(args) => cli::calibrate::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,3 +1,5 @@
 //! One module per subcommand: its arguments and the code that prints its output.
 
+pub mod calibrate;
 pub mod inspect;
+pub mod plan;
