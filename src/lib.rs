@@ -3,9 +3,12 @@
 //! Data flows one way: file bytes ([`gguf`]) -> quantized blocks ([`quant`]) -> tokens
 //! ([`tokenizer`]) and models ([`model`]) -> the engine.
 
+pub mod backend;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod model;
 pub mod quant;
+pub mod sample;
 
 pub use error::{Error, Result};

@@ -1,4 +1,5 @@
-//! The engine: the memory plan, weight streaming, calibration of the cost model.
+//! The engine: KV cache, the forward pass over a model, the generate loop; the memory plan,
+//! weight streaming and the calibration of the plan's cost model.
 
 pub mod calibrate;
 pub mod plan;

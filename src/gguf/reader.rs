@@ -585,6 +585,10 @@ pub fn split_path(prefix: &Path, no: u32, count: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+fn opt_display(x: Option<u32>) -> String {
+    x.map_or("missing".to_string(), |x| x.to_string())
+}
+
 fn split_err(msg: String) -> Error {
     Error::Gguf(GgufError::Split(msg))
 }
@@ -612,48 +616,55 @@ impl GgufFile {
             )));
         }
         let prefix = path.with_file_name(prefix);
+        let mut given = Some((shard, header));
         let mut parts = Vec::with_capacity(count as usize);
         for no in 1..=count {
             let p = split_path(&prefix, no, count);
-            if !p.exists() {
-                return Err(split_err(format!(
-                    "shard {no} of {count} is missing: {} does not exist",
-                    p.display()
-                )));
-            }
-            let (shard, header) = if p == path {
-                parse_shard(path)?
-            } else {
-                parse_shard(&p)?
+            let (shard, header) = match given.take_if(|_| p == path) {
+                Some(part) => part,
+                None if !p.exists() => {
+                    return Err(split_err(format!(
+                        "shard {no} of {count} is missing: {} does not exist",
+                        p.display()
+                    )))
+                }
+                None => parse_shard(&p)?,
             };
             let md = &header.metadata;
             let got_no = md.opt_u32("split.no")?;
             let got_count = md.opt_u32("split.count")?;
             if got_no != Some(no - 1) || got_count != Some(count) {
                 return Err(split_err(format!(
-                    "{}: split.no = {got_no:?}, split.count = {got_count:?}, expected {} and {count}",
+                    "{}: split.no = {}, split.count = {}, expected {} and {count}",
                     p.display(),
+                    opt_display(got_no),
+                    opt_display(got_count),
                     no - 1
                 )));
             }
             parts.push((shard, header));
         }
-        let expected = parts[0].1.metadata.opt_u64("split.tensors.count")?;
+        let expected = parts[0].1.metadata.u64("split.tensors.count")?;
         let total: u64 = parts.iter().map(|(_, h)| h.tensors.len() as u64).sum();
-        if let Some(expected) = expected {
-            if expected != total {
-                return Err(split_err(format!(
-                    "split.tensors.count is {expected} but the {count} shards hold {total} tensors"
-                )));
+        if expected != total {
+            return Err(split_err(format!(
+                "split.tensors.count is {expected} but the {count} shards hold {total} tensors"
+            )));
+        }
+        let mut seen = HashMap::new();
+        for (i, (_, h)) in parts.iter().enumerate() {
+            for t in &h.tensors {
+                if let Some(first) = seen.insert(t.name.as_str(), i) {
+                    return Err(split_err(format!(
+                        "tensor {} is in shard {} and in shard {}",
+                        t.name,
+                        first + 1,
+                        i + 1
+                    )));
+                }
             }
         }
-        let file = Self::assemble(parts);
-        if file.index.len() != file.tensors.len() {
-            return Err(split_err(
-                "a tensor name appears in more than one shard".to_string(),
-            ));
-        }
-        Ok(file)
+        Ok(Self::assemble(parts))
     }
 
     fn assemble(parts: Vec<(Shard, Header)>) -> GgufFile {

@@ -1,0 +1,1 @@
+//! Samplers: pick the next token from the logits.
