@@ -29,7 +29,10 @@ pub fn run(args: Args) -> Result<()> {
         c.device = old.device;
     }
     let h = c.host.as_ref().expect("calibrate_host fills the host part");
-    println!("host memory read   {:8.1} GB/s ({} threads)", h.read_gbs, h.threads);
+    println!(
+        "host memory read   {:8.1} GB/s ({} threads)",
+        h.read_gbs, h.threads
+    );
     for (ty, g) in &h.matmul_gflops {
         println!("CPU matmul {ty:<7} {g:8.2} GFLOPS ({} kernels)", h.kernels);
     }

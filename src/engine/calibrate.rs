@@ -103,7 +103,10 @@ impl Calibration {
     /// The rates for the cost model: measured ones where present, the assumptions elsewhere.
     pub fn rates(&self) -> Rates {
         let mut r = Rates::assumed();
-        let when = format!("measured by strait calibrate (unix time {})", self.measured_at);
+        let when = format!(
+            "measured by strait calibrate (unix time {})",
+            self.measured_at
+        );
         if let Some(h) = &self.host {
             if h.read_gbs > 0.0 {
                 r.host_gbs = Rate {
@@ -284,7 +287,10 @@ mod tests {
         assert_eq!(r.host_gbs.value, h.read_gbs);
         assert!(!r.host_gbs.is_assumed());
         assert_eq!(r.h2d_gbs.value, 12.5);
-        assert!(r.device_gbs.is_assumed(), "an unmeasured rate stays assumed");
+        assert!(
+            r.device_gbs.is_assumed(),
+            "an unmeasured rate stays assumed"
+        );
         assert_eq!(r.context_overhead, 123 << 20);
 
         let dir = std::env::temp_dir().join(format!("strait-cal-{}", std::process::id()));

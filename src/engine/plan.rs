@@ -236,7 +236,9 @@ impl ModelShape {
                 n_head_kv.len()
             )));
         }
-        let head_dim_k = md.opt_u64(&key("attention.key_length"))?.unwrap_or(n_embd / n_head);
+        let head_dim_k = md
+            .opt_u64(&key("attention.key_length"))?
+            .unwrap_or(n_embd / n_head);
         let head_dim_v = md
             .opt_u64(&key("attention.value_length"))?
             .unwrap_or(n_embd / n_head);
@@ -290,7 +292,11 @@ impl ModelShape {
         // Tied embeddings: the head multiplies by the embedding table, so the head holds a
         // copy of it on the device while the table itself stays on the host for the lookup.
         head.push(output.unwrap_or_else(|| embd.clone()));
-        let mut n_ff = md.opt_u64(&key("feed_forward_length")).ok().flatten().unwrap_or(0);
+        let mut n_ff = md
+            .opt_u64(&key("feed_forward_length"))
+            .ok()
+            .flatten()
+            .unwrap_or(0);
         for (il, ts) in per_layer.iter().enumerate() {
             if ts.is_empty() {
                 return Err(Error::Invalid(format!(
@@ -469,7 +475,10 @@ impl Rates {
     pub fn assumed() -> Rates {
         Rates {
             device_gbs: Rate::assumed(360.0, "a typical 12 GB card (RTX 3060 12 GB, 360 GB/s)"),
-            device_tflops: Rate::assumed(25.0, "a typical 12 GB card, 25 TFLOPS on quantized matmul"),
+            device_tflops: Rate::assumed(
+                25.0,
+                "a typical 12 GB card, 25 TFLOPS on quantized matmul",
+            ),
             h2d_gbs: Rate::assumed(25.0, "PCIe 4.0 x16 from pinned memory, ~25 GB/s"),
             host_gbs: Rate::assumed(60.0, "dual-channel DDR5, ~60 GB/s"),
             cpu_gflops: Rate::assumed(600.0, "an 8-core desktop CPU with SIMD kernels, 600 GFLOPS"),
@@ -687,14 +696,23 @@ fn scratch(shape: &ModelShape, n_ctx: u64, n_ubatch: u64) -> Result<Vec<(String,
         ("x (residual)".into(), f32s(shape.n_embd, "x")?),
         ("xb (normed)".into(), f32s(shape.n_embd.max(o_width), "xb")?),
         ("q".into(), f32s(q_width, "q")?),
-        ("k".into(), f32s(mul(max_kv_heads, shape.head_dim_k, "k")?, "k")?),
-        ("v".into(), f32s(mul(max_kv_heads, shape.head_dim_v, "v")?, "v")?),
+        (
+            "k".into(),
+            f32s(mul(max_kv_heads, shape.head_dim_k, "k")?, "k")?,
+        ),
+        (
+            "v".into(),
+            f32s(mul(max_kv_heads, shape.head_dim_v, "v")?, "v")?,
+        ),
         ("att (one head)".into(), f32s(n_kv_max, "att")?),
         ("hb (ffn gate)".into(), f32s(shape.n_ff, "hb")?),
         ("hb2 (ffn up)".into(), f32s(shape.n_ff, "hb2")?),
         ("xq (quantized)".into(), mul(ub, dot_row, "xq")?),
         // Generation needs the logits of the last position of a ubatch only.
-        ("logits (last position)".into(), mul(shape.n_vocab, 4, "logits")?),
+        (
+            "logits (last position)".into(),
+            mul(shape.n_vocab, 4, "logits")?,
+        ),
     ])
 }
 
@@ -751,8 +769,16 @@ fn layout(shape: &ModelShape, req: &PlanRequest, c: Choice) -> Result<Layout> {
     for il in 0..n {
         let len = shape.kv_len(il, n_ctx, ub);
         let heads = shape.n_head_kv[il];
-        let k = mul(len, req.kv.row_bytes(mul(heads, shape.head_dim_k, "k row")?)?, "kv")?;
-        let v = mul(len, req.kv.row_bytes(mul(heads, shape.head_dim_v, "v row")?)?, "kv")?;
+        let k = mul(
+            len,
+            req.kv.row_bytes(mul(heads, shape.head_dim_k, "k row")?)?,
+            "kv",
+        )?;
+        let v = mul(
+            len,
+            req.kv.row_bytes(mul(heads, shape.head_dim_v, "v row")?)?,
+            "kv",
+        )?;
         let bytes = add(k, v, "kv")?;
         kv_bytes.push(bytes);
         let name = format!("kv blk.{il} ({len} positions)");
@@ -788,7 +814,12 @@ fn layout(shape: &ModelShape, req: &PlanRequest, c: Choice) -> Result<Layout> {
         .unwrap_or(0);
     if slot_bytes > 0 {
         for s in 0..2 {
-            push(&mut device, format!("slot {s}"), BufferKind::Slot(s), slot_bytes)?;
+            push(
+                &mut device,
+                format!("slot {s}"),
+                BufferKind::Slot(s),
+                slot_bytes,
+            )?;
             host.push(HostBuffer {
                 name: format!("staging {s}"),
                 bytes: slot_bytes,
@@ -1064,7 +1095,11 @@ fn no_fit(shape: &ModelShape, req: &PlanRequest) -> Result<Error> {
             ..req.clone()
         };
         if let Some(need_q) = min_total(shape, &q).ok().filter(|&t| t < need) {
-            let fits = if need_q <= req.budget { ", which fits" } else { "" };
+            let fits = if need_q <= req.budget {
+                ", which fits"
+            } else {
+                ""
+            };
             fixes.push(format!(
                 "a q8_0 KV cache (--kv q8_0) needs {}{fits}",
                 fmt_bytes(need_q)
@@ -1289,5 +1324,30 @@ impl Plan {
             let _ = writeln!(s, "  CPU matmul {ty:<5}{:>7.1} GFLOPS measured", g);
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_parse_with_units_and_percentages() {
+        assert_eq!(
+            Budget::parse("11.5GiB").unwrap(),
+            Budget::Bytes(11 * GIB + GIB / 2)
+        );
+        assert_eq!(
+            Budget::parse("12000MB").unwrap(),
+            Budget::Bytes(12_000_000_000)
+        );
+        assert_eq!(Budget::parse(" 512 MiB").unwrap(), Budget::Bytes(512 * MIB));
+        assert_eq!(Budget::parse("90%").unwrap(), Budget::Percent(90.0));
+        for bad in ["12", "12G", "abc", "-1GiB", "0%", "101%", "1e99GB", ""] {
+            assert!(Budget::parse(bad).is_err(), "{bad}");
+        }
+        let e = Budget::Percent(90.0).resolve(None).unwrap_err().to_string();
+        assert!(e.contains("no GPU"), "{e}");
+        assert_eq!(Budget::Percent(50.0).resolve(Some(1000)).unwrap(), 500);
     }
 }

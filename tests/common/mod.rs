@@ -15,7 +15,9 @@ pub fn models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("STRAIT_MODELS") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache/strait/models")
 }
 
