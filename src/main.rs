@@ -23,6 +23,8 @@ enum Command {
     Plan(cli::plan::Args),
     /// Measure this machine's memory bandwidth and matmul throughput for the plan
     Calibrate(cli::calibrate::Args),
+    /// Check every quant kernel path against a directory of ggml reference files
+    CheckReference(cli::check_reference::Args),
 }
 
 fn main() {
@@ -31,6 +33,7 @@ fn main() {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Plan(args) => cli::plan::run(args),
         Command::Calibrate(args) => cli::calibrate::run(args),
+        Command::CheckReference(args) => cli::check_reference::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

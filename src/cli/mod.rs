@@ -1,5 +1,6 @@
 //! One module per subcommand: its arguments and the code that prints its output.
 
 pub mod calibrate;
+pub mod check_reference;
 pub mod inspect;
 pub mod plan;

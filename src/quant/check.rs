@@ -2,11 +2,19 @@
 //! `shared/reference/quant`): one GGUF file per type holding input rows `x`, their quantized
 //! form `x.q`, its dequantization `x.dq`, an importance matrix and `x.qi`, activation rows `y`,
 //! their dot-type form `y.q`, and the dot products `dot`.
+//!
+//! Every shape is checked against the others before any kernel runs, so a malformed file is an
+//! error naming the tensor, never a panic.
 
 use super::{GgmlType, Kernels};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use std::path::Path;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The dot-product tolerance, relative to `|ref| + ‖x row‖·‖y row‖` (see the README of the
+/// reference vectors: integer block sums are exact, only the order of float sums differs).
+pub const DOT_TOLERANCE: f64 = 1e-5;
 
 /// One kernel path: a name and its kernel table.
 #[derive(Clone, Copy)]
@@ -35,6 +43,22 @@ pub struct CheckResult {
     pub outcome: Outcome,
 }
 
+impl CheckResult {
+    pub fn passed(&self) -> bool {
+        !matches!(self.outcome, Outcome::Mismatch { .. })
+    }
+
+    /// What `max_err` counts for this check.
+    pub fn unit(&self) -> &'static str {
+        match self.check {
+            "dequantize" => "ulps",
+            "quantize" | "quantize_imatrix" | "activation" => "bytes differ",
+            "dot" => "scaled error",
+            _ => "",
+        }
+    }
+}
+
 struct RefFile {
     f: GgufFile,
     ty: GgmlType,
@@ -46,6 +70,13 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// A tensor's bytes with its row length and row count, the bytes checked to fill them.
+struct Tensor<'a> {
+    data: &'a [u8],
+    n: usize,
+    rows: usize,
 }
 
 impl RefFile {
@@ -68,8 +99,8 @@ impl RefFile {
         Ok(RefFile { f, ty, dot_ty })
     }
 
-    /// (data, row length, rows) of a tensor, checking its type.
-    fn tensor(&self, name: &str, ty: GgmlType) -> Result<Option<(&[u8], usize, usize)>> {
+    /// A tensor, checking its type and that its bytes hold whole rows.
+    fn tensor(&self, name: &str, ty: GgmlType) -> Result<Option<Tensor<'_>>> {
         let Some(t) = self.f.tensor(name) else {
             return Ok(None);
         };
@@ -79,11 +110,48 @@ impl RefFile {
                 t.ty
             )));
         }
-        Ok(Some((
-            self.f.data(t),
-            t.row_len() as usize,
-            t.n_rows() as usize,
-        )))
+        let (n, rows) = (t.row_len(), t.n_rows());
+        let need = ty
+            .row_bytes(n)
+            .and_then(|b| b.checked_mul(rows))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "reference tensor {name}: rows of {n} values are not whole {ty} blocks of {}",
+                    ty.block_size()
+                ))
+            })?;
+        let data = self.f.data(t);
+        if data.len() as u64 != need || n == 0 {
+            return Err(Error::Invalid(format!(
+                "reference tensor {name}: {rows} rows of {n} {ty} values need {need} bytes, it has {}",
+                data.len()
+            )));
+        }
+        Ok(Some(Tensor {
+            data,
+            n: n as usize,
+            rows: rows as usize,
+        }))
+    }
+
+    /// Like [`tensor`](Self::tensor), and requires the shape (n, rows).
+    fn shaped(
+        &self,
+        name: &str,
+        ty: GgmlType,
+        n: usize,
+        rows: usize,
+    ) -> Result<Option<Tensor<'_>>> {
+        let t = self.tensor(name, ty)?;
+        if let Some(t) = &t {
+            if t.n != n || t.rows != rows {
+                return Err(Error::Invalid(format!(
+                    "reference tensor {name} has shape ({}, {}), expected ({n}, {rows})",
+                    t.n, t.rows
+                )));
+            }
+        }
+        Ok(t)
     }
 }
 
@@ -91,25 +159,56 @@ impl RefFile {
 pub fn check_file(path: &Path, paths: &[KernelPath]) -> Result<Vec<CheckResult>> {
     let r = RefFile::open(path)?;
     let ty = r.ty;
-    let (x, n, rows) = r
+    let x = r
         .tensor("x", GgmlType::F32)?
         .ok_or_else(|| Error::MissingTensor { name: "x".into() })?;
-    let x = f32s(x);
-    let (xq, _, _) = r
-        .tensor("x.q", ty)?
-        .ok_or_else(|| Error::MissingTensor { name: "x.q".into() })?;
-    let row_q = ty.row_bytes(n as u64).ok_or_else(|| {
-        Error::Invalid(format!(
-            "row length {n} is not a multiple of the {ty} block"
-        ))
-    })? as usize;
-    let xdq = r.tensor("x.dq", GgmlType::F32)?.map(|(b, _, _)| f32s(b));
-    let imatrix = r.tensor("imatrix", GgmlType::F32)?.map(|(b, _, _)| f32s(b));
-    let xqi = r.tensor("x.qi", ty)?.map(|(b, _, _)| b);
+    let (n, rows) = (x.n, x.rows);
+    let x = f32s(x.data);
+    let xq = r
+        .shaped("x.q", ty, n, rows)?
+        .ok_or_else(|| Error::MissingTensor { name: "x.q".into() })?
+        .data;
+    let row_q = xq.len() / rows;
+    let xdq = r
+        .shaped("x.dq", GgmlType::F32, n, rows)?
+        .map(|t| f32s(t.data));
+    let imatrix = r
+        .shaped("imatrix", GgmlType::F32, n, 1)?
+        .map(|t| f32s(t.data));
+    let xqi = r.shaped("x.qi", ty, n, rows)?.map(|t| t.data);
     let imatrix_used =
         r.f.metadata()
             .opt_bool("reference.imatrix_used")?
             .unwrap_or(false);
+    if imatrix_used && imatrix.is_none() {
+        return Err(Error::MissingTensor {
+            name: "imatrix".into(),
+        });
+    }
+    // The activation side: all of y, y.q and dot, or none.
+    let dot_side = match r.dot_ty {
+        None => None,
+        Some(dot_ty) => match r.tensor("y", GgmlType::F32)? {
+            None => None,
+            Some(y) => {
+                if y.n != n {
+                    return Err(Error::Invalid(format!(
+                        "reference tensor y has rows of {}, x rows of {n}",
+                        y.n
+                    )));
+                }
+                let yrows = y.rows;
+                let yq = r.shaped("y.q", dot_ty, n, yrows)?;
+                let dot = r.shaped("dot", GgmlType::F32, yrows, rows)?;
+                match (yq, dot) {
+                    (Some(yq), Some(dot)) => {
+                        Some((dot_ty, f32s(y.data), yrows, yq.data, f32s(dot.data)))
+                    }
+                    _ => None,
+                }
+            }
+        },
+    };
 
     let mut out = Vec::new();
     for p in paths {
@@ -170,19 +269,17 @@ pub fn check_file(path: &Path, paths: &[KernelPath]) -> Result<Vec<CheckResult>>
         }
 
         // activations and the dot product
-        let Some(dot_ty) = r.dot_ty else { continue };
-        let (Some((y, yn, yrows)), Some((yq, _, _)), Some((dot, _, _))) = (
-            r.tensor("y", GgmlType::F32)?,
-            r.tensor("y.q", dot_ty)?,
-            r.tensor("dot", GgmlType::F32)?,
-        ) else {
+        if r.dot_ty.is_none() {
+            continue;
+        }
+        let Some((dot_ty, y, yrows, yq, dot)) = &dot_side else {
             push("dot", Outcome::Skipped("file has no y, y.q or dot".into()));
             continue;
         };
-        let y = f32s(y);
-        let row_y = dot_ty.row_bytes(yn as u64).unwrap_or(0) as usize;
+        let (dot_ty, yrows) = (*dot_ty, *yrows);
+        let row_y = yq.len() / yrows;
         match (p.kernels)(dot_ty).and_then(|dk| dk.quantize) {
-            Some(q) => push("activation", compare_quantized(q, &y, yn, row_y, None, yq)),
+            Some(q) => push("activation", compare_quantized(q, y, n, row_y, None, yq)),
             None => push(
                 "activation",
                 Outcome::Skipped(format!("no {dot_ty} quantizer")),
@@ -192,7 +289,7 @@ pub fn check_file(path: &Path, paths: &[KernelPath]) -> Result<Vec<CheckResult>>
             push("dot", Outcome::Skipped("no vec_dot".into()));
             continue;
         };
-        if k.dot_type != dot_ty || yn != n || row_y == 0 {
+        if k.dot_type != dot_ty {
             push(
                 "dot",
                 Outcome::Mismatch {
@@ -202,26 +299,29 @@ pub fn check_file(path: &Path, paths: &[KernelPath]) -> Result<Vec<CheckResult>>
             );
             continue;
         }
-        let dot = f32s(dot);
-        let xdq_ref = xdq.clone().unwrap_or_else(|| x.clone());
+        let xdq_ref = xdq.as_ref().unwrap_or(&x);
+        let ynorms: Vec<f64> = y.chunks_exact(n).map(norm).collect();
         let mut first = None;
         let mut max_err = 0f64;
-        for i in 0..rows {
-            let xr = &xq[i * row_q..(i + 1) * row_q];
+        for (i, xr) in xq.chunks_exact(row_q).enumerate() {
             let xnorm = norm(&xdq_ref[i * n..(i + 1) * n]);
-            for j in 0..yrows {
-                let got = vd(n, xr, &yq[j * row_y..(j + 1) * row_y]) as f64;
+            for (j, yr) in yq.chunks_exact(row_y).enumerate() {
+                let got = vd(n, xr, yr) as f64;
                 let want = dot[i * yrows + j] as f64;
-                let scale = want.abs() + xnorm * norm(&y[j * n..(j + 1) * n]);
+                let scale = want.abs() + xnorm * ynorms[j];
                 let err = (got - want).abs() / scale.max(f64::MIN_POSITIVE);
-                if !(err <= 1e-5) && first.is_none() {
-                    first = Some(format!("x row {i}, y row {j}: {got} vs {want}"));
-                }
-                if err.is_nan() {
-                    max_err = f64::INFINITY;
+                // NaN in both is agreement; NaN in one is not.
+                let err = if got.is_nan() && want.is_nan() {
+                    0.0
+                } else if err.is_nan() {
+                    f64::INFINITY
                 } else {
-                    max_err = max_err.max(err);
+                    err
+                };
+                if err > DOT_TOLERANCE && first.is_none() {
+                    first = Some(format!("x row {i}, y row {j}: {got:e} vs {want:e}"));
                 }
+                max_err = max_err.max(err);
             }
         }
         push("dot", outcome(first, max_err));
@@ -293,7 +393,7 @@ fn compare_quantized(
         q(src, dst, imatrix);
     }
     let differing = got.iter().zip(want).filter(|(a, b)| a != b).count();
-    let first = got.iter().zip(want).position(|(a, b)| a != b).map(|i| {
+    let mut first = got.iter().zip(want).position(|(a, b)| a != b).map(|i| {
         format!(
             "row {}, byte {} of {row_bytes}: {:#04x} vs {:#04x}",
             i / row_bytes,
@@ -302,11 +402,140 @@ fn compare_quantized(
             want[i]
         )
     });
+    if got.len() != want.len() && first.is_none() {
+        first = Some(format!("{} bytes vs {}", got.len(), want.len()));
+    }
     outcome(first, differing as f64)
 }
 
-impl CheckResult {
+/// The checks of one reference file, or why it could not be read.
+pub struct FileReport {
+    pub file: PathBuf,
+    pub results: Result<Vec<CheckResult>>,
+}
+
+impl FileReport {
+    /// True when the file was read and no check found a mismatch.
     pub fn passed(&self) -> bool {
-        !matches!(self.outcome, Outcome::Mismatch { .. })
+        match &self.results {
+            Ok(r) => r.iter().all(CheckResult::passed),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Checks every `.gguf` file in `dir` (sorted by name) on every given kernel path.
+pub fn check_dir(dir: &Path, paths: &[KernelPath]) -> Result<Vec<FileReport>> {
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let p = entry.map_err(io)?.path();
+        if p.extension().is_some_and(|e| e == "gguf") && p.is_file() {
+            files.push(p);
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no .gguf reference files",
+            dir.display()
+        )));
+    }
+    files.sort();
+    Ok(files
+        .into_iter()
+        .map(|file| {
+            let results = check_file(&file, paths);
+            FileReport { file, results }
+        })
+        .collect())
+}
+
+/// One line per (type, path, check): `ok` with the largest error, `MISMATCH` with the first
+/// one, `skipped` with the reason; a file that could not be read is one `ERROR` line.
+pub fn render_table(reports: &[FileReport]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<10} {:<8} {:<17} result", "type", "path", "check");
+    for rep in reports {
+        match &rep.results {
+            Err(e) => {
+                let name = rep.file.file_name().unwrap_or_default().to_string_lossy();
+                let _ = writeln!(s, "{name:<10} {:<8} {:<17} ERROR: {e}", "-", "-");
+            }
+            Ok(results) => {
+                for r in results {
+                    let what = match &r.outcome {
+                        Outcome::Ok { max_err } => {
+                            format!("ok (max {} {})", fmt_err(*max_err), r.unit())
+                        }
+                        Outcome::Mismatch { first, max_err } => format!(
+                            "MISMATCH at {first} (max {} {})",
+                            fmt_err(*max_err),
+                            r.unit()
+                        ),
+                        Outcome::Skipped(why) => format!("skipped: {why}"),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "{:<10} {:<8} {:<17} {what}",
+                        r.ty.name(),
+                        r.path,
+                        r.check
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
+fn fmt_err(e: f64) -> String {
+    if e == 0.0 || (e.fract() == 0.0 && e < 1e9) {
+        format!("{e}")
+    } else {
+        format!("{e:.1e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulp_distance_crosses_zero() {
+        assert_eq!(ulp_distance(1.0, 1.0), 0);
+        assert_eq!(ulp_distance(0.0, -0.0), 0);
+        assert_eq!(ulp_distance(f32::from_bits(1), -f32::from_bits(1)), 2);
+        assert_eq!(ulp_distance(1.0, f32::from_bits(1.0f32.to_bits() + 3)), 3);
+    }
+
+    #[test]
+    fn table_lines_carry_outcomes() {
+        let rep = FileReport {
+            file: "q4_0.gguf".into(),
+            results: Ok(vec![
+                CheckResult {
+                    ty: GgmlType::Q4_0,
+                    path: "scalar",
+                    check: "dequantize",
+                    outcome: Outcome::Ok { max_err: 0.0 },
+                },
+                CheckResult {
+                    ty: GgmlType::Q4_0,
+                    path: "scalar",
+                    check: "dot",
+                    outcome: Outcome::Mismatch {
+                        first: "x row 1, y row 2: 1 vs 2".into(),
+                        max_err: 0.5,
+                    },
+                },
+            ]),
+        };
+        assert!(!rep.passed());
+        let t = render_table(&[rep]);
+        assert!(t.contains("Q4_0       scalar   dequantize        ok (max 0 ulps)"));
+        assert!(t.contains("MISMATCH at x row 1, y row 2: 1 vs 2 (max 5.0e-1 scaled error)"));
     }
 }
