@@ -276,7 +276,7 @@ mod tests {
         let mut c = calibrate_host(8 << 20, 64);
         let h = c.host.as_ref().unwrap();
         assert!(h.read_gbs > 0.1, "read bandwidth {}", h.read_gbs);
-        assert!(h.matmul_gflops["Q4_K"] > 0.0);
+        assert!(h.matmul_gflops["Q4_0"] > 0.0 && h.matmul_gflops["Q8_0"] > 0.0);
         c.device = Some(DeviceCalibration {
             name: "test card".into(),
             h2d_pinned_gbs: 12.5,
