@@ -1,0 +1,1 @@
+//! The generate loop: prefill, then one token at a time through a sampler.
