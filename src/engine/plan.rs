@@ -1041,6 +1041,17 @@ fn plan_once(shape: &ModelShape, req: &PlanRequest) -> Result<Plan> {
     let Some((_, c, l, decode, prefill)) = best else {
         return Err(no_fit(shape, req)?);
     };
+    Ok(build(shape, req, c, l, decode, prefill))
+}
+
+fn build(
+    shape: &ModelShape,
+    req: &PlanRequest,
+    c: Choice,
+    l: Layout,
+    decode: Estimate,
+    prefill: Estimate,
+) -> Plan {
     let offloaded = l.placement.iter().any(|p| *p != Place::Device);
     let host_weight_bytes = shape
         .layers
@@ -1051,7 +1062,7 @@ fn plan_once(shape: &ModelShape, req: &PlanRequest) -> Result<Plan> {
         .map(|(u, _)| u.bytes)
         .sum();
     let host_total = l.host.iter().map(|h| h.bytes).sum();
-    Ok(Plan {
+    Plan {
         arch: shape.arch.clone(),
         budget: req.budget,
         n_ctx: req.n_ctx,
@@ -1072,7 +1083,40 @@ fn plan_once(shape: &ModelShape, req: &PlanRequest) -> Result<Plan> {
         prefill,
         rates: req.rates.clone(),
         next_gib: None,
-    })
+    }
+}
+
+/// The plan of one placement: the first `resident` layers on the device, the head on the
+/// device or not, every other unit streamed (`req.offload` is `Stream`) or on the CPU
+/// (`Cpu`). An error when it does not fit the budget. (`plan` chooses the placement itself.)
+pub fn plan_placement(
+    shape: &ModelShape,
+    req: &PlanRequest,
+    resident: usize,
+    head_on_device: bool,
+) -> Result<Plan> {
+    check_request(shape, req)?;
+    if req.offload == Offload::Auto || resident > shape.n_layer() {
+        return Err(Error::Invalid(format!(
+            "a fixed placement needs --offload stream or cpu and at most {} resident layers",
+            shape.n_layer()
+        )));
+    }
+    let c = Choice {
+        mode: req.offload,
+        head_on_device,
+        resident,
+    };
+    let l = layout(shape, req, c)?;
+    if l.device_total > req.budget {
+        return Err(Error::Invalid(format!(
+            "{resident} resident layers need {} bytes, over the budget of {}",
+            l.device_total, req.budget
+        )));
+    }
+    let decode = estimate(shape, req, &l.placement, 1);
+    let prefill = estimate(shape, req, &l.placement, req.n_ubatch);
+    Ok(build(shape, req, c, l, decode, prefill))
 }
 
 /// The error when nothing fits: the smallest budget that works, and what would make this one
