@@ -989,3 +989,35 @@ fn forward_streamed<'m, D: Device<'m>>(
 fn device_weights() -> Error {
     Error::Unsupported("the CPU forward pass cannot read weights in GPU memory".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_never_overlaps_another_access() {
+        with_host_device(|mut dev: HostDevice<'_>| {
+            dev.alloc(1000).unwrap();
+            let sh = &dev.shared;
+            let w = sh.acquire(&(100..200), Access::Write, 1000).unwrap();
+            assert!(sh.acquire(&(150..160), Access::Read, 1000).is_err());
+            assert!(sh.acquire(&(199..300), Access::Write, 1000).is_err());
+            let r = sh.acquire(&(200..300), Access::Read, 1000).unwrap();
+            let r2 = sh.acquire(&(250..260), Access::Read, 1000).unwrap();
+            assert!(sh.acquire(&(0..201), Access::Write, 1000).is_err());
+            assert!(
+                sh.acquire(&(900..1001), Access::Read, 1000).is_err(),
+                "outside"
+            );
+            sh.release(w);
+            sh.release(r);
+            assert!(
+                sh.acquire(&(200..300), Access::Write, 1000).is_err(),
+                "r2 still reads"
+            );
+            sh.release(r2);
+            sh.acquire(&(0..1000), Access::Write, 1000).unwrap();
+            assert_eq!(dev.high_water(), 1000);
+        });
+    }
+}
