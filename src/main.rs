@@ -25,6 +25,8 @@ enum Command {
     Calibrate(cli::calibrate::Args),
     /// Check every quant kernel path against a directory of ggml reference files
     CheckReference(cli::check_reference::Args),
+    /// Show the CPU features and the kernel path strait uses
+    Info(cli::info::Args),
 }
 
 fn main() {
@@ -34,6 +36,7 @@ fn main() {
         Command::Plan(args) => cli::plan::run(args),
         Command::Calibrate(args) => cli::calibrate::run(args),
         Command::CheckReference(args) => cli::check_reference::run(args),
+        Command::Info(args) => cli::info::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -2,5 +2,6 @@
 
 pub mod calibrate;
 pub mod check_reference;
+pub mod info;
 pub mod inspect;
 pub mod plan;

@@ -13,6 +13,7 @@
 //! - `kquants`: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K
 //! - `iquants`: IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S
 
+pub mod arch;
 pub mod blocks;
 pub mod check;
 pub mod float;
@@ -118,10 +119,23 @@ pub fn vec_dot(ty: GgmlType, n: usize, x: &[u8], y: &[u8]) -> Result<f32> {
     Ok(f(n, x, y))
 }
 
-/// The kernel paths this CPU can run, the scalar reference first.
+/// The kernel paths this CPU can run, the scalar reference first; each shows only the kernels
+/// it has itself.
 pub fn kernel_paths() -> Vec<check::KernelPath> {
-    vec![check::KernelPath {
-        name: "scalar",
-        kernels: scalar,
-    }]
+    arch::supported()
+        .into_iter()
+        .map(|p| check::KernelPath {
+            name: p.name(),
+            kernels: match p {
+                arch::Path::Scalar => scalar,
+                arch::Path::Avx2 => |t| arch::Path::Avx2.own_kernels(t),
+                arch::Path::Avx512 => |t| arch::Path::Avx512.own_kernels(t),
+            },
+        })
+        .collect()
+}
+
+/// The fastest kernels of `ty` on this CPU (the path chosen once at start-up).
+pub fn best(ty: GgmlType) -> Option<Kernels> {
+    arch::kernels(ty)
 }
