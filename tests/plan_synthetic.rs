@@ -328,3 +328,78 @@ fn gemma3_sliding_layers_keep_only_the_window() {
     assert_eq!(p.resident_layers(), 18);
     assert_eq!(p.offload, None);
 }
+
+/// Runs the strait binary with a HOME of its own (no calibration file: assumed rates).
+fn strait(args: &[&str]) -> (bool, String, String, f64) {
+    let home = std::env::temp_dir().join(format!("strait-plan-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let t = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+        .args(args)
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        secs,
+    )
+}
+
+#[test]
+fn plan_command_prints_the_table_and_json() {
+    let path = model_70b();
+    let m = path.to_str().unwrap();
+    let (ok, out, err, secs) = strait(&["plan", "-m", m, "--vram", "12GiB", "-c", "8192"]);
+    assert!(ok, "{err}");
+    assert!(secs < 1.0, "strait plan took {secs} s");
+    for want in [
+        "blk.0-1",
+        "predicted prefill",
+        "predicted decode",
+        "bottleneck",
+        "one more GiB",
+        "assumed: PCIe 4.0",
+        "device context overhead",
+    ] {
+        assert!(out.contains(want), "no {want:?} in\n{out}");
+    }
+
+    let (ok, out, err, _) = strait(&[
+        "plan",
+        "-m",
+        m,
+        "--vram",
+        "24GiB",
+        "--json",
+        "--offload",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(j["device_total"].as_u64().unwrap() <= 24 * GIB);
+    assert_eq!(j["offload"], "cpu");
+    assert_eq!(j["placement"].as_array().unwrap().len(), 81);
+    assert_eq!(j["kv_bytes"][0].as_u64().unwrap(), 16 * MIB);
+
+    let (ok, _, err, _) = strait(&[
+        "plan",
+        "-m",
+        m,
+        "--vram",
+        "8GiB",
+        "-c",
+        "32768",
+        "--offload",
+        "stream",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("smallest budget that works"), "{err}");
+    let (ok, _, err, _) = strait(&["plan", "-m", m, "--vram", "90%"]);
+    assert!(!ok);
+    assert!(err.contains("no GPU was found"), "{err}");
+    let (ok, _, err, _) = strait(&["plan", "-m", m, "--vram", "12", "--kv", "q4"]);
+    assert!(!ok && err.contains("give a unit"), "{err}");
+}

@@ -59,6 +59,34 @@ pub fn request(
     Ok((req, note))
 }
 
+/// For `strait run --vram SIZE` (called by the `run` subcommand): plans `file` with the run's settings and prints the plan
+/// summary to stderr before generation starts.
+#[allow(dead_code)]
+pub fn plan_for_run(
+    file: &GgufFile,
+    vram: &str,
+    ctx: u64,
+    ubatch: u64,
+    kv: &str,
+    offload: &str,
+) -> Result<plan::Plan> {
+    let (req, note) = request(vram, ctx, ubatch, kv, offload)?;
+    if let Some(note) = note {
+        eprintln!("warning: {note}");
+    }
+    let shape = ModelShape::from_header(file.metadata(), file.tensors())?;
+    let p = plan::plan(&shape, &req)?;
+    eprintln!("{}", p.summary());
+    Ok(p)
+}
+
+/// For `strait run --verbose` (called by the `run` subcommand): what the streaming executor did (copy time, compute time, time
+/// waiting for copies).
+#[allow(dead_code)]
+pub fn print_timeline(tl: &strait::engine::stream::Timeline) {
+    eprintln!("streaming: {}", tl.summary());
+}
+
 pub fn run(args: Args) -> Result<()> {
     let (req, note) = request(&args.vram, args.ctx, args.ubatch, &args.kv, &args.offload)?;
     if let Some(note) = note {

@@ -615,6 +615,8 @@ pub struct Plan {
     pub slot_bytes: u64,
     /// Non-resident weights, read from the mapped file.
     pub host_weight_bytes: u64,
+    /// The token embedding table, read on the host.
+    pub embd_bytes: u64,
     pub decode: Estimate,
     pub prefill: Estimate,
     pub rates: Rates,
@@ -1079,6 +1081,7 @@ fn build(
         host_total,
         slot_bytes: l.slot_bytes,
         host_weight_bytes,
+        embd_bytes: shape.embd_bytes,
         decode,
         prefill,
         rates: req.rates.clone(),
@@ -1209,6 +1212,28 @@ fn place_name(p: Place) -> &'static str {
 }
 
 impl Plan {
+    /// Two lines: the placement and arena, the predicted speed.
+    pub fn summary(&self) -> String {
+        let n = self.n_layer();
+        let count = |p: Place| self.placement[..n].iter().filter(|x| **x == p).count();
+        let head = place_name(self.placement[n]);
+        format!(
+            "plan: {} of {n} layers resident, {} streamed, {} on the CPU, output head {head}; \
+             arena {} of a {} budget (+{} device context)\n\
+             predicted: prefill {:.1} tokens/s ({}), decode {:.1} tokens/s ({})",
+            count(Place::Device),
+            count(Place::Stream),
+            count(Place::Cpu),
+            fmt_bytes(self.device_total),
+            fmt_bytes(self.budget),
+            fmt_bytes(self.rates.context_overhead),
+            self.prefill.tokens_per_s,
+            self.prefill.bottleneck,
+            self.decode.tokens_per_s,
+            self.decode.bottleneck
+        )
+    }
+
     /// The plan as a table: layers (runs of equal layers folded), buffers, totals, speed.
     pub fn table(&self) -> String {
         let mut s = String::new();
@@ -1311,6 +1336,11 @@ impl Plan {
             self.rates.context_overhead_source
         );
         let pinned: u64 = self.host.iter().filter(|h| h.pinned).map(|h| h.bytes).sum();
+        let _ = writeln!(
+            s,
+            "token embeddings stay on the host (rows gathered per ubatch): {}",
+            fmt_bytes(self.embd_bytes)
+        );
         let _ = writeln!(
             s,
             "host: {} of weights read from the file, {} pinned staging, {} other buffers",
