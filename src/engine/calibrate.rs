@@ -216,7 +216,12 @@ pub fn measure_matmul_gflops(ty: GgmlType, rows: usize, cols: usize, reps: usize
     quantize_dot(&act_src, &mut act, None);
     let mut out = vec![0f32; rows];
     let mut best = 0.0f64;
-    for _ in 0..reps.max(1) {
+    // At least `reps` runs and at least MIN_MEASURE_S in all: one short run on a busy host
+    // says little.
+    let begin = Instant::now();
+    let mut runs = 0;
+    while runs < reps.max(1) || begin.elapsed().as_secs_f64() < MIN_MEASURE_S {
+        runs += 1;
         let t = Instant::now();
         out.par_iter_mut()
             .zip(weights.par_chunks(row_bytes))
@@ -229,6 +234,9 @@ pub fn measure_matmul_gflops(ty: GgmlType, rows: usize, cols: usize, reps: usize
     }
     Some(best)
 }
+
+/// Shortest time a matmul measurement runs, seconds.
+pub const MIN_MEASURE_S: f64 = 0.2;
 
 /// The weight types `strait calibrate` measures: the common quantized formats.
 pub const CALIBRATED_TYPES: [GgmlType; 8] = [

@@ -1251,7 +1251,7 @@ impl Plan {
         );
         let _ = writeln!(
             s,
-            "\n{:<16} {:<7} {:>12} {:>12} {:>14}",
+            "\n{:<16} {:<7} {:>14} {:>12} {:>14}",
             "layers", "place", "weights", "kv cache", "device bytes"
         );
         let mut i = 0;
@@ -1272,7 +1272,7 @@ impl Plan {
             let dev = count * (u64::from(w_on_dev) * key.1 + u64::from(kv_on_dev) * key.2);
             let _ = writeln!(
                 s,
-                "{:<16} {:<7} {:>12} {:>12} {:>14}",
+                "{:<16} {:<7} {:>14} {:>12} {:>14}",
                 label,
                 place_name(key.0),
                 format!("{}x {}", count, fmt_bytes(key.1)),
@@ -1284,7 +1284,7 @@ impl Plan {
         let head = &self.units[n];
         let _ = writeln!(
             s,
-            "{:<16} {:<7} {:>12} {:>12} {:>14}",
+            "{:<16} {:<7} {:>14} {:>12} {:>14}",
             "output",
             place_name(self.placement[n]),
             fmt_bytes(head.bytes),
