@@ -1175,6 +1175,19 @@ fn no_fit(shape: &ModelShape, req: &PlanRequest) -> Result<Error> {
     if lo > 0 {
         fixes.push(format!("a context of {} (-c {}) fits", lo * 256, lo * 256));
     }
+    // Scratch grows with the ubatch: the largest power of two below it that fits.
+    let mut ub = req.n_ubatch.next_power_of_two() / 2;
+    while ub >= 1 {
+        let r = PlanRequest {
+            n_ubatch: ub,
+            ..req.clone()
+        };
+        if min_total(shape, &r).is_ok_and(|t| t <= req.budget) {
+            fixes.push(format!("a ubatch of {ub} (--ubatch {ub}) fits"));
+            break;
+        }
+        ub /= 2;
+    }
     if !fixes.is_empty() {
         let _ = write!(msg, "; {}", fixes.join("; "));
     }
