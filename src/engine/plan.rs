@@ -768,9 +768,8 @@ fn layout(shape: &ModelShape, req: &PlanRequest, c: Choice) -> Result<Layout> {
         push(&mut device, name, BufferKind::Scratch, bytes)?;
     }
     let mut kv_bytes = Vec::with_capacity(n);
-    for il in 0..n {
+    for (il, (&heads, &place)) in shape.n_head_kv.iter().zip(&placement).enumerate() {
         let len = shape.kv_len(il, n_ctx, ub);
-        let heads = shape.n_head_kv[il];
         let k = mul(
             len,
             req.kv.row_bytes(mul(heads, shape.head_dim_k, "k row")?)?,
@@ -784,7 +783,7 @@ fn layout(shape: &ModelShape, req: &PlanRequest, c: Choice) -> Result<Layout> {
         let bytes = add(k, v, "kv")?;
         kv_bytes.push(bytes);
         let name = format!("kv blk.{il} ({len} positions)");
-        if placement[il] == Place::Cpu {
+        if place == Place::Cpu {
             host.push(HostBuffer {
                 name,
                 bytes,

@@ -864,7 +864,7 @@ pub fn layer_from_image<'a>(
 ) -> Result<LayerWeights<'a>> {
     let m = |t: &TensorInfo| image_matrix(unit, bytes, t);
     let v = |t: &TensorInfo| image_vector(unit, bytes, t);
-    let ov = |t: &Option<TensorInfo>| t.as_ref().map(|t| v(t)).transpose();
+    let ov = |t: &Option<TensorInfo>| t.as_ref().map(v).transpose();
     Ok(LayerWeights {
         attn_norm: v(&lt.attn_norm)?,
         wq: m(&lt.wq)?,
