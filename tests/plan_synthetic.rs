@@ -403,3 +403,45 @@ fn plan_command_prints_the_table_and_json() {
     let (ok, _, err, _) = strait(&["plan", "-m", m, "--vram", "12", "--kv", "q4"]);
     assert!(!ok && err.contains("give a unit"), "{err}");
 }
+
+#[test]
+fn calibrate_saves_rates_that_plan_uses() {
+    let home = std::env::temp_dir().join(format!("strait-cal-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strait"))
+            .args(args)
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cal = run(&["calibrate", "--read-mib", "64"]);
+    assert!(cal.contains("CPU matmul Q4_K"), "{cal}");
+    let file = home.join(".cache/strait/calibration.json");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let read = c["host"]["read_gbs"].as_f64().unwrap();
+    assert!(read > 0.1, "{c}");
+    let m = model_70b();
+    let plan = run(&["plan", "-m", m.to_str().unwrap(), "--vram", "12GiB"]);
+    let host_line = plan.lines().find(|l| l.contains("host memory ")).unwrap();
+    assert!(
+        host_line.contains("measured by strait calibrate"),
+        "{host_line}"
+    );
+    assert!(
+        host_line.contains(&format!("{read:.1}")),
+        "{host_line} vs {read}"
+    );
+    assert!(
+        plan.contains("assumed: PCIe 4.0"),
+        "device rates stay assumed"
+    );
+    std::fs::remove_dir_all(&home).unwrap();
+}

@@ -224,6 +224,7 @@ fn the_checker_finds_a_slot_read_while_written_and_a_read_before_its_copy() {
             span(SpanKind::Copy, 0, 0.0, 1.0),
             span(SpanKind::Compute, 0, 1.0, 2.0),
         ],
+        ..Timeline::default()
     };
     assert!(good.check().is_empty());
     let early = Timeline {
@@ -231,6 +232,7 @@ fn the_checker_finds_a_slot_read_while_written_and_a_read_before_its_copy() {
             span(SpanKind::Copy, 0, 0.0, 1.0),
             span(SpanKind::Compute, 0, 0.5, 2.0),
         ],
+        ..Timeline::default()
     };
     // Both: the read began before the copy ended, and they overlap in time on one range.
     assert_eq!(early.check().len(), 2, "{:?}", early.check());
@@ -240,6 +242,7 @@ fn the_checker_finds_a_slot_read_while_written_and_a_read_before_its_copy() {
             span(SpanKind::Compute, 0, 1.0, 3.0),
             span(SpanKind::Copy, 2, 2.0, 4.0),
         ],
+        ..Timeline::default()
     };
     let bad = overwrite.check();
     assert_eq!(bad.len(), 1, "{bad:?}");

@@ -97,10 +97,28 @@ impl std::fmt::Display for TimelineSummary {
     }
 }
 
-/// Every operation a device ran, in the order they were recorded.
+/// Every operation a device ran, in the order they were recorded. A long run keeps the last
+/// [`MAX_SPANS`] or so; older spans are folded into `earlier`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Timeline {
     pub spans: Vec<Span>,
+    /// Totals of spans no longer kept.
+    pub earlier: TimelineSummary,
+}
+
+/// Spans a device keeps before folding the older half into totals.
+pub const MAX_SPANS: usize = 1 << 16;
+
+impl TimelineSummary {
+    fn add(&mut self, o: &TimelineSummary) {
+        self.copies += o.copies;
+        self.copy_s += o.copy_s;
+        self.compute_s += o.compute_s;
+        self.host_s += o.host_s;
+        self.wait_s += o.wait_s;
+        self.overlapped_s += o.overlapped_s;
+        self.copied_bytes += o.copied_bytes;
+    }
 }
 
 fn overlaps(a: &Range<u64>, b: &Range<u64>) -> bool {
@@ -168,8 +186,9 @@ impl Timeline {
         bad
     }
 
+    /// Totals over everything the device ran.
     pub fn summary(&self) -> TimelineSummary {
-        let mut s = TimelineSummary::default();
+        let mut s = self.earlier;
         let computes: Vec<&Span> = self.computes().collect();
         for sp in &self.spans {
             let d = sp.end - sp.start;
@@ -309,7 +328,7 @@ struct Shared {
     arena: Mutex<Option<Arc<Arena>>>,
     state: Mutex<QueueState>,
     done: Condvar,
-    spans: Mutex<Vec<Span>>,
+    spans: Mutex<Timeline>,
     high_water: AtomicU64,
     t0: Instant,
 }
@@ -357,8 +376,15 @@ impl Shared {
     }
 
     fn record(&self, span: Span) {
-        if let Ok(mut s) = self.spans.lock() {
-            s.push(span);
+        if let Ok(mut t) = self.spans.lock() {
+            if t.spans.len() >= MAX_SPANS {
+                let old = Timeline {
+                    spans: t.spans.drain(..MAX_SPANS / 2).collect(),
+                    earlier: TimelineSummary::default(),
+                };
+                t.earlier.add(&old.summary());
+            }
+            t.spans.push(span);
         }
     }
 
@@ -418,7 +444,7 @@ pub fn with_host_device<'src, R>(f: impl FnOnce(HostDevice<'src>) -> R) -> R {
             next_access: 0,
         }),
         done: Condvar::new(),
-        spans: Mutex::new(Vec::new()),
+        spans: Mutex::new(Timeline::default()),
         high_water: AtomicU64::new(0),
         t0: Instant::now(),
     });
@@ -608,14 +634,11 @@ impl<'src> Device<'src> for HostDevice<'src> {
     }
 
     fn timeline(&self) -> Timeline {
-        Timeline {
-            spans: self
-                .shared
-                .spans
-                .lock()
-                .map(|s| s.clone())
-                .unwrap_or_default(),
-        }
+        self.shared
+            .spans
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
     fn high_water(&self) -> u64 {
@@ -1018,6 +1041,33 @@ mod tests {
             sh.release(r2);
             sh.acquire(&(0..1000), Access::Write, 1000).unwrap();
             assert_eq!(dev.high_water(), 1000);
+        });
+    }
+
+    #[test]
+    fn a_long_run_keeps_its_totals_in_bounded_memory() {
+        with_host_device(|dev: HostDevice<'_>| {
+            let n = MAX_SPANS + 10;
+            for i in 0..n {
+                dev.shared.record(Span {
+                    kind: SpanKind::Copy,
+                    label: Label {
+                        pass: i,
+                        unit: 0,
+                        slot: Some(0),
+                    },
+                    range: Some(0..10),
+                    issued: 0.0,
+                    start: i as f64,
+                    end: i as f64 + 0.5,
+                });
+            }
+            let t = dev.timeline();
+            assert!(t.spans.len() <= MAX_SPANS);
+            let s = t.summary();
+            assert_eq!(s.copies, n);
+            assert_eq!(s.copied_bytes, 10 * n as u64);
+            assert!((s.copy_s - 0.5 * n as f64).abs() < 1e-6);
         });
     }
 }
