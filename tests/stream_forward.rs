@@ -109,27 +109,36 @@ fn run_streamed(
     })
 }
 
-fn check_model(path: std::path::PathBuf, residents: &[usize]) {
+/// Every placement of `configs` (resident layers, head on the device, offload mode) gives the
+/// engine's logits bit for bit.
+fn check_model(path: std::path::PathBuf, configs: &[(usize, bool, Offload)]) {
     let model = Model::load(&path).unwrap();
     let shape = ModelShape::from_header(model.file.metadata(), model.file.tensors()).unwrap();
     let reference = bits(&run_engine(&model));
     assert_eq!(reference.len(), PROMPT + DECODE);
-    let n = shape.n_layer();
-    for &k in residents {
-        assert!(k <= n);
-        for (head, offload) in [
-            (false, Offload::Stream),
-            (true, Offload::Stream),
-            (k == n, Offload::Cpu),
-        ] {
-            let got = bits(&run_streamed(&model, &shape, k, head, offload));
-            assert!(
-                got == reference,
-                "{}: {k} resident layers, head on device {head}, {offload:?}: logits differ",
-                path.display()
-            );
-        }
+    for &(k, head, offload) in configs {
+        assert!(k <= shape.n_layer());
+        let got = bits(&run_streamed(&model, &shape, k, head, offload));
+        assert!(
+            got == reference,
+            "{}: {k} resident layers, head on device {head}, {offload:?}: logits differ",
+            path.display()
+        );
     }
+}
+
+/// For each resident count: streamed with the head streamed and resident, and on the CPU.
+fn all_modes(residents: impl IntoIterator<Item = usize>) -> Vec<(usize, bool, Offload)> {
+    residents
+        .into_iter()
+        .flat_map(|k| {
+            [
+                (k, false, Offload::Stream),
+                (k, true, Offload::Stream),
+                (k, k % 2 == 0, Offload::Cpu),
+            ]
+        })
+        .collect()
 }
 
 #[test]
@@ -140,18 +149,25 @@ fn tiny_models_every_resident_count() {
         "tiny-qwen3-q5_k_m",
         "tiny-llamaspm-q2_k",
     ] {
-        check_model(reference(&format!("models/{name}.gguf")), &[0, 1, 2, 3, 4]);
+        check_model(reference(&format!("models/{name}.gguf")), &all_modes(0..=4));
     }
 }
 
 #[test]
 fn smollm2_streamed() {
-    // 30 layers of Q4_1 and Q8_0, tied output.
-    check_model(model(SMOLLM2), &[0, 15, 30]);
+    // 30 layers of Q4_1 and Q8_0, tied output: every resident count, streamed, the head
+    // resident at even counts; and the CPU path at a few.
+    let mut configs: Vec<_> = (0..=30).map(|k| (k, k % 2 == 0, Offload::Stream)).collect();
+    configs.extend([
+        (0, false, Offload::Cpu),
+        (17, true, Offload::Cpu),
+        (30, false, Offload::Cpu),
+    ]);
+    check_model(model(SMOLLM2), &configs);
 }
 
 #[test]
 fn gemma3_streamed() {
     // 18 layers; the real model is slow on scalar kernels, so a spread of resident counts.
-    check_model(model(GEMMA3), &[0, 9, 18]);
+    check_model(model(GEMMA3), &all_modes([0, 9, 18]));
 }
