@@ -23,6 +23,8 @@ enum Command {
     Plan(cli::plan::Args),
     /// Measure this machine's memory bandwidth and matmul throughput for the plan
     Calibrate(cli::calibrate::Args),
+    /// Quantize a model to a llama.cpp type mix (Q4_K_M, Q6_K, Q8_0, ...) or a single type
+    Quantize(cli::quantize::Args),
     /// Check every quant kernel path against a directory of ggml reference files
     CheckReference(cli::check_reference::Args),
     /// Show the CPU features and the kernel path strait uses
@@ -35,6 +37,7 @@ fn main() {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Plan(args) => cli::plan::run(args),
         Command::Calibrate(args) => cli::calibrate::run(args),
+        Command::Quantize(args) => cli::quantize::run(args),
         Command::CheckReference(args) => cli::check_reference::run(args),
         Command::Info(args) => cli::info::run(args),
     };

@@ -783,3 +783,26 @@ fn accessors_say_what_was_expected_and_found() {
     );
     assert_eq!(md.opt_u32("missing").unwrap(), None);
 }
+
+#[test]
+fn bool_and_float_accessors() {
+    let mut r = Raw::v3(0, 3);
+    r.key("a.flag", BOOL)
+        .u8(1)
+        .key("a.eps", 6)
+        .u32(1e-5f32.to_bits())
+        .key("a.name", STRING)
+        .str("x");
+    let md = r.parse().unwrap().metadata;
+    assert!(md.bool("a.flag").unwrap());
+    assert_eq!(md.opt_f64("a.eps").unwrap(), Some(1e-5f32 as f64));
+    assert_eq!(
+        md.bool("a.name").unwrap_err().to_string(),
+        "metadata key a.name: expected a BOOL, found STRING"
+    );
+    assert_eq!(
+        md.opt_f64("a.name").unwrap_err().to_string(),
+        "metadata key a.name: expected a number, found STRING"
+    );
+    assert_eq!(md.opt_bool("a.missing").unwrap(), None);
+}

@@ -104,7 +104,7 @@ type Tensor = (String, GgmlType, Vec<u64>, Vec<u8>);
 
 fn tensor() -> impl Strategy<Value = Tensor> {
     (
-        "[a-z0-9_.]{1,64}",
+        "[a-z0-9_.]{1,63}",
         prop::sample::select(GgmlType::ALL.to_vec()),
         1u64..3,
         prop::collection::vec(1u64..4, 0..4),

@@ -207,3 +207,47 @@ fn inspect_errors_are_one_line_and_exit_1() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn smollm2_split_in_three_inspects_as_one_model() {
+    let path = model(SMOLLM2);
+    let f = GgufFile::open(&path).unwrap();
+    let mut w = strait::gguf::GgufWriter::new(f.metadata().clone()).unwrap();
+    for t in f.tensors() {
+        w.add_tensor(&t.name, t.ty, &t.shape, f.data(t)).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("strait-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths = w.write_split(dir.join("smollm2"), 100).unwrap();
+    assert_eq!(paths.len(), 3);
+
+    let whole = inspect_json(&path);
+    let split = inspect_json(&paths[1]);
+    assert_eq!(split["files"].as_array().unwrap().len(), 3);
+    for key in [
+        "architecture",
+        "parameters",
+        "tensor_count",
+        "hyperparameters",
+        "tokenizer",
+    ] {
+        assert_eq!(split[key], whole[key], "{key}");
+    }
+    assert_eq!(split["quant_types"], whole["quant_types"]);
+    let shards: Vec<u64> = split["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["shard"].as_u64().unwrap())
+        .collect();
+    assert_eq!(shards.iter().filter(|&&s| s == 3).count(), 72);
+    // The bytes of every tensor are those of the original.
+    let g = GgufFile::open(&paths[2]).unwrap();
+    for t in f.tensors() {
+        assert_eq!(g.data(g.require(&t.name).unwrap()), f.data(t), "{}", t.name);
+    }
+    let text = strait(&["inspect", paths[0].to_str().unwrap()]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("shards         3\n"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

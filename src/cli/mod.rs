@@ -5,3 +5,4 @@ pub mod check_reference;
 pub mod info;
 pub mod inspect;
 pub mod plan;
+pub mod quantize;

@@ -534,7 +534,14 @@ impl std::fmt::Debug for GgufFile {
 
 fn map_file(path: &Path) -> Result<Mmap> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is a directory, not a GGUF file",
+            path.display()
+        )));
+    }
+    let len = meta.len();
     if len < 8 {
         return Err(Error::GgufFile {
             path: path.to_path_buf(),

@@ -364,6 +364,22 @@ impl Metadata {
         }
     }
 
+    pub fn bool(&self, key: &str) -> Result<bool> {
+        self.opt_bool(key)?.ok_or_else(|| Error::MissingKey {
+            key: key.to_string(),
+        })
+    }
+
+    /// A float at `key` as f64 (F32 or F64; integers are accepted too).
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        v.as_f64()
+            .map(Some)
+            .ok_or_else(|| type_error(key, "a number", v))
+    }
+
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None => Ok(None),

@@ -439,11 +439,15 @@ fn no_data(t: &TensorInfo) -> Error {
     ))
 }
 
-/// Checks what the reader would refuse, so every written file reads back.
+/// Longest tensor name written: ggml keeps names in 64 bytes with their NUL
+/// (`GGML_MAX_NAME`), so llama.cpp refuses 64-byte names that this reader accepts.
+const MAX_WRITTEN_NAME: u64 = MAX_TENSOR_NAME - 1;
+
+/// Checks what the reader (or ggml) would refuse, so every written file reads back.
 fn tensor_size(name: &str, ty: GgmlType, shape: &[u64]) -> Result<u64> {
-    if name.is_empty() || name.len() as u64 > MAX_TENSOR_NAME {
+    if name.is_empty() || name.len() as u64 > MAX_WRITTEN_NAME {
         return Err(invalid(format!(
-            "tensor name {name:?} must be 1 to {MAX_TENSOR_NAME} bytes"
+            "tensor name {name:?} must be 1 to {MAX_WRITTEN_NAME} bytes"
         )));
     }
     if !(1..=4).contains(&shape.len()) || shape.contains(&0) {
@@ -587,6 +591,12 @@ mod tests {
     fn refuses_what_the_reader_would_refuse() {
         let mut w = GgufWriter::new(Metadata::new()).unwrap();
         assert!(w.add_tensor("", GgmlType::F32, &[1], vec![0; 4]).is_err());
+        let long = "x".repeat(64);
+        assert!(w
+            .add_tensor(&long, GgmlType::F32, &[1], vec![0; 4])
+            .is_err());
+        w.add_tensor(&long[..63], GgmlType::F32, &[1], vec![0; 4])
+            .unwrap();
         assert!(w.add_tensor("x", GgmlType::F32, &[0], vec![]).is_err());
         assert!(w
             .add_tensor("x", GgmlType::F32, &[1, 1, 1, 1, 1], vec![0; 4])

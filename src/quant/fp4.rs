@@ -90,6 +90,7 @@ pub fn ue4m3_to_fp32(x: u8) -> f32 {
 /// `ggml_fp32_to_ue4m3`: rounds half up on the first dropped mantissa bit (not to even),
 /// saturates at 448 (0x7e), and maps everything not above zero, NaN included, to 0.
 #[inline]
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN goes to 0 too
 pub fn fp32_to_ue4m3(x: f32) -> u8 {
     if !(x > 0.0) {
         return 0;

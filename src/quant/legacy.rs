@@ -3,6 +3,8 @@
 //! `dequantize_row_*`) and ggml-cpu/quants.c (`ggml_vec_dot_*_generic`).
 //!
 //! Float expressions keep ggml's evaluation order: the quantized bytes depend on every rounding.
+//! Loops index like ggml's, so the two read side by side.
+#![allow(clippy::needless_range_loop)]
 
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8_0, BlockQ8_1, QuantBlock, F16, QK8_0};
 use super::float::fp32_to_fp16;
@@ -170,7 +172,7 @@ pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
 /// `(uint8_t)f`) take the low bits of this.
 #[inline]
 pub(super) fn c_int(f: f32) -> i32 {
-    if f.is_nan() || f >= 2147483648.0 || f < -2147483648.0 {
+    if !(-2147483648.0..2147483648.0).contains(&f) {
         i32::MIN
     } else {
         f as i32

@@ -81,7 +81,7 @@ fn scale(xb: &[f32]) -> (f32, f32) {
 /// `ceil(q * 256 / 243)`, so that the top trit is `(byte * 3) >> 8`.
 #[inline]
 fn pack_trits(q: u8) -> u8 {
-    ((q as u16 * 256 + (243 - 1)) / 243) as u8
+    (q as u16 * 256).div_ceil(243) as u8
 }
 
 /// Trit `n` (0 the most significant) of a packed byte, as -1, 0 or 1.
