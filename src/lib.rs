@@ -9,7 +9,7 @@ pub mod error;
 pub mod gguf;
 pub mod model;
 pub mod quant;
-pub mod sample;
 pub mod quantize;
+pub mod sample;
 
 pub use error::{Error, Result};

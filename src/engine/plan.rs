@@ -13,6 +13,14 @@
 //! against compute) or computed on the CPU (their KV cache on the host; the activations cross
 //! to the host and back). Resident layers come first so that the copies of the first streamed
 //! layers overlap the compute of the resident ones.
+//!
+//! Cost model. Each unit takes max(bytes / bandwidth, FLOPs / rate) on the path it runs on
+//! (device memory, or host memory and the CPU's per-type matmul rate); streamed units add a
+//! copy at the host-to-device bandwidth, simulated on two queues exactly as the executor issues
+//! them, so copies overlap compute. Decode is one token, prefill one ubatch, both from the
+//! start of the context (the weights dominate; attention grows with the context and is not in
+//! the decode figure). `--offload auto` picks the mode with the shorter time for a prompt of one
+//! ubatch followed by [`AUTO_DECODE_TOKENS`] generated tokens.
 
 use crate::error::{Error, Result};
 use crate::gguf::{Metadata, TensorInfo};
@@ -80,7 +88,8 @@ pub enum Budget {
 }
 
 impl Budget {
-    /// Parses `11.5GiB`, `12000MB`, `8G` is rejected as ambiguous, `90%`.
+    /// Parses `11.5GiB`, `12000MB` (decimal and binary units) or `90%`; a number without a
+    /// unit, or `8G`, is rejected as ambiguous.
     pub fn parse(s: &str) -> Result<Budget> {
         let t = s.trim();
         let bad = |why: &str| {
