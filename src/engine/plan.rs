@@ -355,7 +355,7 @@ impl ModelShape {
     /// writes before the oldest ones leave the window).
     pub fn kv_len(&self, il: usize, n_ctx: u64, n_ubatch: u64) -> u64 {
         if self.swa_layers.get(il).copied().unwrap_or(false) {
-            n_ctx.min(self.n_swa + n_ubatch)
+            n_ctx.min(self.n_swa.saturating_add(n_ubatch))
         } else {
             n_ctx
         }
@@ -1444,5 +1444,89 @@ mod tests {
         let e = Budget::Percent(90.0).resolve(None).unwrap_err().to_string();
         assert!(e.contains("no GPU"), "{e}");
         assert_eq!(Budget::Percent(50.0).resolve(Some(1000)).unwrap(), 500);
+    }
+
+    fn t(name: &str, shape: &[u64]) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            ty: GgmlType::F32,
+            shape: shape.to_vec(),
+            offset: 0,
+            size: shape.iter().product::<u64>() * 4,
+            shard: 0,
+        }
+    }
+
+    /// Hostile hyperparameters give errors (or valid plans), never a panic.
+    #[test]
+    fn hostile_headers_are_errors() {
+        use crate::gguf::Value;
+        let tensors = vec![
+            t("token_embd.weight", &[64, 10]),
+            t("blk.0.attn_q.weight", &[64, 64]),
+            t("blk.1.attn_q.weight", &[64, 64]),
+        ];
+        let keys = [
+            "block_count",
+            "embedding_length",
+            "attention.head_count",
+            "attention.head_count_kv",
+            "attention.key_length",
+            "attention.value_length",
+            "attention.sliding_window",
+            "feed_forward_length",
+        ];
+        let values = [0u64, 1, 2, 3, 31, 1 << 20, u32::MAX as u64, u64::MAX];
+        let base = |md: &mut Metadata| {
+            md.set("general.architecture", Value::String("gemma3".into()));
+            md.set("gemma3.block_count", Value::U32(2));
+            md.set("gemma3.embedding_length", Value::U32(64));
+            md.set("gemma3.attention.head_count", Value::U32(4));
+        };
+        let mut ok = 0;
+        for key in keys {
+            for &v in &values {
+                let mut md = Metadata::new();
+                base(&mut md);
+                md.set(format!("gemma3.{key}"), Value::U64(v));
+                let Ok(shape) = ModelShape::from_header(&md, &tensors) else {
+                    continue;
+                };
+                for kv in [KvType::F16, KvType::Q8_0] {
+                    let req = PlanRequest {
+                        budget: GIB,
+                        n_ctx: MAX_CTX,
+                        n_ubatch: 512,
+                        kv,
+                        offload: Offload::Auto,
+                        rates: Rates::assumed(),
+                    };
+                    if let Ok(p) = plan(&shape, &req) {
+                        assert!(p.device_total <= GIB);
+                        let _ = p.table();
+                        ok += 1;
+                    }
+                }
+            }
+        }
+        assert!(ok > 0, "no header planned at all");
+        let mut md = Metadata::new();
+        base(&mut md);
+        md.set(
+            "gemma3.attention.head_count_kv",
+            Value::Array(crate::gguf::Array::U32(vec![1, 2, 3])),
+        );
+        let e = ModelShape::from_header(&md, &tensors)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 entries for 2 layers"), "{e}");
+        let mut md = Metadata::new();
+        base(&mut md);
+        let bad = vec![
+            t("token_embd.weight", &[64, 10]),
+            t("blk.7.attn_q.weight", &[64]),
+        ];
+        let e = ModelShape::from_header(&md, &bad).unwrap_err().to_string();
+        assert!(e.contains("blk.7.attn_q.weight"), "{e}");
     }
 }
