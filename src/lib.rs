@@ -11,5 +11,6 @@ pub mod model;
 pub mod quant;
 pub mod quantize;
 pub mod sample;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

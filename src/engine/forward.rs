@@ -3,7 +3,7 @@
 //! All buffers live in [`State`], allocated once for a batch size and a context length.
 
 use super::kv::KvCache;
-use crate::backend::cpu::{self, matmul};
+use crate::backend::cpu::{self, fast, matmul};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Config, LayerWeights, WeightView};
 use crate::quant::{self, GgmlType};
@@ -28,6 +28,7 @@ pub struct State {
     pub rope_cs: Vec<f32>, // (n_batch, n_rot) cos/sin pairs
     pub scores: Vec<f32>,  // (n_head, n_ctx) attention weights of one query
     pub q_dot: Vec<u8>,    // (n_head, bytes of one query head in the K cache's dot type)
+    pub q_h: Vec<f32>,     // (n_head, head_dim_k) one query head rounded to f16
     pub v_row: Vec<f32>,   // (n_head, head_dim_v) one dequantized value head
     pub act: Vec<u8>,      // quantized activations of the largest matmul
     pub out_x: Vec<f32>,   // (n_out, dim) normed rows that produce logits
@@ -82,6 +83,7 @@ impl State {
             rope_cs: z(n_batch * c.n_rot),
             scores: z(c.n_head * kv.n_ctx),
             q_dot: vec![0u8; c.n_head * q_dot],
+            q_h: z(c.n_head * c.head_dim_k),
             v_row: z(c.n_head * c.head_dim_v),
             act: vec![0u8; act],
             out_x: z(n_out * c.dim),
@@ -165,7 +167,7 @@ pub fn forward_layer(
     let (base, scale) = c.rope_of(il);
     for t in 0..n {
         let cs = &mut st.rope_cs[t * c.n_rot..(t + 1) * c.n_rot];
-        cpu::rope_cache(cs, pos0 + t, base, scale, rope_factors);
+        cpu::rope_cache(cs, (pos0 + t) as i64, base, scale, rope_factors);
         cpu::rope(
             &mut st.q[t * qd..(t + 1) * qd],
             c.head_dim_k,
@@ -307,8 +309,9 @@ fn attention(
         .zip(st.scores.par_chunks_mut(n_ctx))
         .zip(st.q_dot.par_chunks_mut(qdot_bytes))
         .zip(st.v_row.par_chunks_mut(hv))
+        .zip(st.q_h.par_chunks_mut(hk))
         .enumerate()
-        .for_each(|(h, (((out_h, scores), q_dot), v_tmp))| {
+        .for_each(|(h, ((((out_h, scores), q_dot), v_tmp), q_h))| {
             let g = h / group;
             for t in 0..n {
                 let pos = pos0 + t;
@@ -318,10 +321,22 @@ fn attention(
                     None => 0,
                 };
                 let s = &mut scores[..pos + 1 - lo];
-                to_dot(&q[t * qd + h * hk..t * qd + (h + 1) * hk], q_dot, None);
+                let qh = &q[t * qd + h * hk..t * qd + (h + 1) * hk];
+                if v_f16 {
+                    // Q meets an F16 K as F16 (ggml converts src1 to the dot type).
+                    for (a, &b) in q_h.iter_mut().zip(qh) {
+                        *a = f16::from_f32(b).to_f32();
+                    }
+                } else {
+                    to_dot(qh, q_dot, None);
+                }
                 for (i, j) in (lo..=pos).enumerate() {
                     let kh = &k_cache[j * k_row + g * k_head..j * k_row + (g + 1) * k_head];
-                    s[i] = vec_dot(hk, kh, q_dot) * kq_scale;
+                    s[i] = if v_f16 {
+                        fast::dot_f16_f32(kh, q_h)
+                    } else {
+                        vec_dot(hk, kh, q_dot)
+                    } * kq_scale;
                 }
                 cpu::softmax(s);
                 let out = &mut out_h[t * hv..(t + 1) * hv];
@@ -329,10 +344,7 @@ fn attention(
                 for (i, j) in (lo..=pos).enumerate() {
                     let vh = &v_cache[j * v_row + g * v_head..j * v_row + (g + 1) * v_head];
                     if v_f16 {
-                        let p = f16::from_f32(s[i]).to_f32();
-                        for (o, b) in out.iter_mut().zip(vh.chunks_exact(2)) {
-                            *o += p * f16::from_le_bytes([b[0], b[1]]).to_f32();
-                        }
+                        fast::axpy_f16(out, f16::from_f32(s[i]).to_f32(), vh);
                     } else {
                         deq(vh, v_tmp);
                         let p = s[i];

@@ -4,10 +4,12 @@
 //! sequence needs (KV cache, buffers, threads), allocated before the first token.
 
 pub mod calibrate;
+pub mod chat;
 pub mod forward;
 pub mod generate;
 pub mod kv;
 pub mod logits;
+pub mod perplexity;
 pub mod plan;
 pub mod stream;
 
@@ -157,6 +159,45 @@ impl<'m> Engine<'m> {
     /// Empties the KV cache.
     pub fn clear(&mut self) {
         self.kv.clear();
+    }
+
+    /// Drops positions `n_keep..n_keep + n_discard` from the cache and moves the later ones
+    /// down, re-rotating their keys by `-n_discard` positions (llama.cpp's context shift:
+    /// RoPE angles are linear in the position, so a rotation by the difference moves a key).
+    pub fn shift_context(&mut self, n_keep: usize, n_discard: usize) -> Result<()> {
+        let c = &self.model.config;
+        let n_past = self.kv.n_past;
+        if n_discard == 0 || n_keep + n_discard > n_past {
+            return Err(Error::Invalid(format!(
+                "cannot discard {n_discard} positions after {n_keep} of {n_past}"
+            )));
+        }
+        let kern = crate::quant::scalar(self.kv.ty);
+        let (Some(deq), Some(quant)) = (
+            kern.and_then(|k| k.dequantize),
+            kern.and_then(|k| k.quantize),
+        ) else {
+            return Err(Error::Unsupported(format!("KV cache type {}", self.kv.ty)));
+        };
+        let rope_factors = self.model.rope_factors()?;
+        let kd = c.k_dim();
+        let (kr, vr) = (self.kv.k_row, self.kv.v_row);
+        let cs = &mut self.state.rope_cs[..c.n_rot];
+        let tmp = &mut self.state.k[..kd];
+        for il in 0..c.n_layer {
+            let (base, scale) = c.rope_of(il);
+            crate::backend::cpu::rope_cache(cs, -(n_discard as i64), base, scale, rope_factors);
+            let k = &mut self.kv.k[il];
+            for p in n_keep + n_discard..n_past {
+                deq(&k[p * kr..(p + 1) * kr], tmp);
+                crate::backend::cpu::rope(tmp, c.head_dim_k, cs, c.rope_style);
+                let d = p - n_discard;
+                quant(tmp, &mut k[d * kr..(d + 1) * kr], None);
+            }
+            self.kv.v[il].copy_within((n_keep + n_discard) * vr..n_past * vr, n_keep * vr);
+        }
+        self.kv.n_past -= n_discard;
+        Ok(())
     }
 
     /// Runs `tokens` at the next positions, in batches, and calls `on_logits(i, logits)` for

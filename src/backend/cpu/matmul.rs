@@ -39,8 +39,8 @@ pub fn matmul(
 ) -> Result<()> {
     let kernels = quant::scalar(w.ty)
         .ok_or_else(|| Error::Unsupported(format!("matmul with {} weights", w.ty)))?;
-    let vec_dot: VecDotFn = kernels
-        .vec_dot
+    let vec_dot: VecDotFn = super::fast::vec_dot(w.ty)
+        .or(kernels.vec_dot)
         .ok_or_else(|| Error::Unsupported(format!("dot product of {} weights", w.ty)))?;
     let quantize = quant::scalar(kernels.dot_type)
         .and_then(|k| k.quantize)
