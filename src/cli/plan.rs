@@ -21,7 +21,7 @@ pub struct Args {
     /// Tokens per micro-batch (prefill processes this many at once)
     #[arg(long, default_value_t = 512)]
     pub ubatch: u64,
-    /// KV cache type: f16 or q8_0
+    /// KV cache type: f16, q8_0 or f32
     #[arg(long, default_value = "f16")]
     pub kv: String,
     /// Layers that do not fit: stream (copied to the GPU), cpu (computed on the CPU), or auto
@@ -61,7 +61,6 @@ pub fn request(
 
 /// For `strait run --vram SIZE` (called by the `run` subcommand): plans `file` with the run's settings and prints the plan
 /// summary to stderr before generation starts.
-#[allow(dead_code)]
 pub fn plan_for_run(
     file: &GgufFile,
     vram: &str,
@@ -80,11 +79,16 @@ pub fn plan_for_run(
     Ok(p)
 }
 
-/// For `strait run --verbose` (called by the `run` subcommand): what the streaming executor did (copy time, compute time, time
-/// waiting for copies).
-#[allow(dead_code)]
-pub fn print_timeline(tl: &strait::engine::stream::Timeline) {
-    eprintln!("streaming: {}", tl.summary());
+/// For `strait run --verbose` (called by the `run` subcommand): what the streaming executor
+/// did (copy time, compute time, time waiting for copies), or that it did not run.
+pub fn print_timeline(tl: Option<&strait::engine::stream::Timeline>) {
+    match tl {
+        Some(tl) => eprintln!("streaming: {}", tl.summary()),
+        None => eprintln!(
+            "streaming: not used: this build has no GPU backend, every layer ran on the CPU \
+             from the mapped file"
+        ),
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -368,6 +368,8 @@ impl ModelShape {
 /// The element type of the KV cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum KvType {
+    #[serde(rename = "f32")]
+    F32,
     #[serde(rename = "f16")]
     F16,
     #[serde(rename = "q8_0")]
@@ -377,16 +379,18 @@ pub enum KvType {
 impl KvType {
     pub fn parse(s: &str) -> Result<KvType> {
         match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(KvType::F32),
             "f16" => Ok(KvType::F16),
             "q8_0" => Ok(KvType::Q8_0),
             _ => Err(Error::Invalid(format!(
-                "KV cache type {s:?}: expected f16 or q8_0"
+                "KV cache type {s:?}: expected f16, q8_0 or f32"
             ))),
         }
     }
 
     pub fn ggml(self) -> GgmlType {
         match self {
+            KvType::F32 => GgmlType::F32,
             KvType::F16 => GgmlType::F16,
             KvType::Q8_0 => GgmlType::Q8_0,
         }
@@ -407,6 +411,7 @@ impl KvType {
 impl std::fmt::Display for KvType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            KvType::F32 => "f32",
             KvType::F16 => "f16",
             KvType::Q8_0 => "q8_0",
         })
