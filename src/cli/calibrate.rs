@@ -23,7 +23,7 @@ pub fn run(args: Args) -> Result<()> {
         )));
     }
     eprintln!("measuring host memory and CPU matmul throughput...");
-    let mut c = calibrate::calibrate_host(args.read_mib << 20, 1024);
+    let mut c = calibrate::calibrate_host(args.read_mib << 20, 1024, calibrate::MIN_MEASURE_S);
     // Device measurements made elsewhere are kept.
     if let Ok(Some(old)) = Calibration::load(&path) {
         c.device = old.device;

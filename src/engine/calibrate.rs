@@ -1,12 +1,14 @@
 //! Measured rates for the plan's cost model, kept in `~/.cache/strait/calibration.json`.
 //!
-//! `strait calibrate` measures host memory read bandwidth and CPU quantized-matmul throughput
-//! on this machine. The file also holds the device measurements (free memory, context
+//! `strait calibrate` measures host memory read bandwidth and the forward pass's CPU
+//! quantized-matmul throughput on this machine. The file also holds the device measurements (free memory, context
 //! overhead, copy and memory bandwidth, compute), filled in by a calibration on a machine with
 //! a GPU; rates that were never measured fall back to [`Rates::assumed`], marked as such.
 
 use super::plan::{Rate, Rates};
+use crate::backend::cpu::matmul;
 use crate::error::{Error, Result};
+use crate::model::WeightView;
 use crate::quant::{self, GgmlType};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -28,7 +30,7 @@ pub struct HostCalibration {
     /// Matmul throughput (weights of the type times activations of its dot type), GFLOPS,
     /// by ggml type name.
     pub matmul_gflops: BTreeMap<String, f64>,
-    /// Which kernels measured it (`scalar` until faster paths exist).
+    /// Which kernel path measured it (`scalar`, `avx2`, ...).
     pub kernels: String,
 }
 
@@ -121,11 +123,12 @@ impl Calibration {
                 .filter(|g| *g > 0.0)
                 .collect();
             if !measured.is_empty() {
-                // Types never measured run at the slowest measured rate.
-                let slowest = measured.iter().copied().fold(f64::INFINITY, f64::min);
+                // Types never measured run at the median measured rate.
+                let mut sorted = measured.clone();
+                sorted.sort_by(f64::total_cmp);
                 r.cpu_gflops = Rate {
-                    value: slowest,
-                    source: format!("{when}, {} kernels, slowest type", h.kernels),
+                    value: sorted[sorted.len() / 2],
+                    source: format!("{when}, {} kernels, median of the types", h.kernels),
                 };
                 r.cpu_gflops_by_type = h.matmul_gflops.clone();
             }
@@ -188,17 +191,20 @@ pub fn measure_read_gbs(bytes: usize, reps: usize) -> f64 {
     best
 }
 
-/// CPU matmul throughput for weights of type `ty`, GFLOPS: a `rows` x `cols` matrix of random
-/// quantized weights times one activation row quantized to the dot type, rows split over the
-/// threads, the best of `reps`. `None` when the type has no quantize or dot kernel.
-pub fn measure_matmul_gflops(ty: GgmlType, rows: usize, cols: usize, reps: usize) -> Option<f64> {
-    let k = quant::scalar(ty)?;
-    let vec_dot = k.vec_dot?;
-    let dot = quant::scalar(k.dot_type)?;
-    let quantize_dot = dot.quantize?;
-    let quantize_w = k.quantize?;
+/// CPU matmul throughput for weights of type `ty`, GFLOPS: the forward pass's own matmul
+/// (activations quantized to the dot type, the fastest dot kernel of this CPU, rows split over
+/// the threads) of a `rows` x `cols` matrix of quantized weights with `batch` activation
+/// vectors, the best of at least `reps` runs. `None` when the type has no kernels.
+pub fn measure_matmul_gflops(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    reps: usize,
+    min_s: f64,
+) -> Option<f64> {
+    let quantize_w = quant::scalar(ty)?.quantize?;
     let row_bytes = ty.row_bytes(cols as u64)? as usize;
-    let act_bytes = k.dot_type.row_bytes(cols as u64)? as usize;
     // Deterministic pseudo-random values in [-1, 1).
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut rnd = || {
@@ -210,52 +216,59 @@ pub fn measure_matmul_gflops(ty: GgmlType, rows: usize, cols: usize, reps: usize
     let src: Vec<f32> = (0..cols).map(|_| rnd()).collect();
     let mut w_row = vec![0u8; row_bytes];
     quantize_w(&src, &mut w_row, None);
-    let weights: Vec<u8> = w_row.repeat(rows);
-    let act_src: Vec<f32> = (0..cols).map(|_| rnd()).collect();
-    let mut act = vec![0u8; act_bytes];
-    quantize_dot(&act_src, &mut act, None);
-    let mut out = vec![0f32; rows];
+    let data: Vec<u8> = w_row.repeat(rows);
+    let w = WeightView {
+        ty,
+        cols,
+        rows,
+        data: &data,
+    };
+    let x: Vec<f32> = (0..cols * batch).map(|_| rnd()).collect();
+    let mut scratch = vec![0u8; matmul::scratch_bytes(&w, batch)];
+    let mut out = vec![0f32; rows * batch];
     let mut best = 0.0f64;
-    // At least `reps` runs and at least MIN_MEASURE_S in all: one short run on a busy host
+    // At least `reps` runs and at least `min_s` seconds in all: one short run on a busy host
     // says little.
     let begin = Instant::now();
     let mut runs = 0;
-    while runs < reps.max(1) || begin.elapsed().as_secs_f64() < MIN_MEASURE_S {
+    while runs < reps.max(1) || begin.elapsed().as_secs_f64() < min_s {
         runs += 1;
         let t = Instant::now();
-        out.par_iter_mut()
-            .zip(weights.par_chunks(row_bytes))
-            .for_each(|(o, w)| *o = vec_dot(cols, w, &act));
+        matmul::matmul(&mut out, &x, &w, batch, &mut scratch).ok()?;
         black_box(&out);
         let secs = t.elapsed().as_secs_f64();
         if secs > 0.0 {
-            best = best.max(2.0 * rows as f64 * cols as f64 / secs / 1e9);
+            best = best.max(2.0 * (rows * cols * batch) as f64 / secs / 1e9);
         }
     }
     Some(best)
 }
 
+/// Activation vectors per measured matmul: a prefill-like batch, where compute (not memory)
+/// sets the pace.
+pub const CALIBRATION_BATCH: usize = 16;
+
 /// Shortest time a matmul measurement runs, seconds.
 pub const MIN_MEASURE_S: f64 = 0.2;
 
-/// The weight types `strait calibrate` measures: the common quantized formats.
-pub const CALIBRATED_TYPES: [GgmlType; 8] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
+/// The weight types `strait calibrate` measures: every quantized type with a quantizer and a
+/// dot product, but the activation-only types.
+pub fn calibrated_types() -> Vec<GgmlType> {
+    GgmlType::ALL
+        .into_iter()
+        .filter(|t| t.is_quantized() && !matches!(t, GgmlType::Q8_1 | GgmlType::Q8K))
+        .filter(|&t| quant::scalar(t).is_some_and(|k| k.quantize.is_some() && k.vec_dot.is_some()))
+        .filter(|t| 4096 % t.block_size() == 0)
+        .collect()
+}
 
-/// Measures this host (a few seconds) and returns a calibration without device measurements.
-pub fn calibrate_host(read_bytes: usize, matmul_rows: usize) -> Calibration {
+/// Measures this host and returns a calibration without device measurements; each matmul
+/// measurement runs at least `min_s` seconds.
+pub fn calibrate_host(read_bytes: usize, matmul_rows: usize, min_s: f64) -> Calibration {
     let read_gbs = measure_read_gbs(read_bytes, 5);
     let mut matmul_gflops = BTreeMap::new();
-    for ty in CALIBRATED_TYPES {
-        if let Some(g) = measure_matmul_gflops(ty, matmul_rows, 4096, 3) {
+    for ty in calibrated_types() {
+        if let Some(g) = measure_matmul_gflops(ty, matmul_rows, 4096, CALIBRATION_BATCH, 3, min_s) {
             matmul_gflops.insert(ty.name().to_string(), g);
         }
     }
@@ -269,7 +282,7 @@ pub fn calibrate_host(read_bytes: usize, matmul_rows: usize) -> Calibration {
             threads: rayon::current_num_threads(),
             read_gbs,
             matmul_gflops,
-            kernels: "scalar".into(),
+            kernels: quant::arch::selected().name().into(),
         }),
         device: None,
     }
@@ -281,7 +294,7 @@ mod tests {
 
     #[test]
     fn measured_rates_replace_assumptions_and_round_trip() {
-        let mut c = calibrate_host(8 << 20, 64);
+        let mut c = calibrate_host(8 << 20, 64, 0.0);
         let h = c.host.as_ref().unwrap();
         assert!(h.read_gbs > 0.1, "read bandwidth {}", h.read_gbs);
         assert!(h.matmul_gflops["Q4_0"] > 0.0 && h.matmul_gflops["Q8_0"] > 0.0);
