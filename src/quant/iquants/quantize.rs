@@ -11,32 +11,15 @@
 
 use super::grids::*;
 use super::QK_K;
+use crate::quant::common::GROUP_MAX_EPS;
+use crate::quant::common::{c_max, imatrix_weights, make_qp_quants, max_abs, nearest_int, sum_sq};
 use std::sync::OnceLock;
 
 /// `GROUP_MAX_EPS*`: a group whose largest magnitude is below this quantizes to zero.
-const GROUP_MAX_EPS: f32 = 1e-15;
 const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
 const GROUP_MAX_EPS_IQ2_S: f32 = 1e-8;
 const GROUP_MAX_EPS_IQ1_M: f32 = 1e-7;
 const GROUP_MAX_EPS_IQ1_S: f32 = 1e-12;
-
-/// ggml's `nearest_int`: round to nearest, ties to even, by the 1.5 * 2^23 trick (valid for
-/// |x| < 2^22; other inputs give the same arbitrary value ggml's gives).
-#[inline]
-pub(super) fn nearest_int(x: f32) -> i32 {
-    let v = x + 12582912.0;
-    (v.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
-}
-
-/// ggml's `MAX(a, b)`: `a > b ? a : b` (differs from `f32::max` on NaN).
-#[inline]
-fn fmax(a: f32, b: f32) -> f32 {
-    if a > b {
-        a
-    } else {
-        b
-    }
-}
 
 /// A lattice: grid points as coordinates, and the map from packed levels to grid indices or
 /// neighbour lists.
@@ -364,12 +347,6 @@ fn signs8(xb: &[f32], weight: &[f32], xval: &mut [f32], even: bool) -> u8 {
     s & 127
 }
 
-/// `sum x^2` over a super-block.
-#[inline]
-fn sum_sq(x: &[f32]) -> f32 {
-    x.iter().fold(0f32, |s, &v| s + v * v)
-}
-
 /// The 4-bit group scale `nearest_int(0.5 (scale / d - 1))` clamped to `0..=max`.
 #[inline]
 fn group_scale(id: f32, scale: f32, max: i32) -> u32 {
@@ -387,16 +364,83 @@ fn group_weights(
     plain: impl Fn(f32) -> f32,
 ) {
     match qw {
-        Some(qw) => {
-            for ((w, &x), &q) in weight.iter_mut().zip(xb).zip(qw) {
-                *w = q * (sigma2 + x * x).sqrt();
-            }
-        }
+        Some(qw) => imatrix_weights(weight, xb, qw, sigma2),
         None => {
             for (w, &x) in weight.iter_mut().zip(xb) {
                 *w = plain(x);
             }
         }
+    }
+}
+
+/// One group of `N` values (`K` octets) as the grid quantizers start it: the importance weights
+/// (`plain(x)` without an importance matrix), their square roots, the magnitudes and each
+/// octet's sign pattern (`signs8`), and the largest magnitude.
+struct Group<const N: usize, const K: usize> {
+    weight: [f32; N],
+    waux: [f32; N],
+    xval: [f32; N],
+    signs: [u8; K],
+    max: f32,
+}
+
+impl<const N: usize, const K: usize> Group<N, K> {
+    /// Group `ib` of super-block `ibl`.
+    #[inline]
+    fn new(
+        xb: &[f32],
+        imatrix: Option<&[f32]>,
+        ibl: usize,
+        ib: usize,
+        sigma2: f32,
+        plain: impl Fn(f32) -> f32,
+        even: bool,
+    ) -> Self {
+        let mut weight = [0f32; N];
+        let qw = imatrix_at(imatrix, ibl, N, ib);
+        group_weights(&mut weight, xb, qw, sigma2, plain);
+        let waux = weight.map(f32::sqrt);
+        let mut xval = [0f32; N];
+        let mut signs = [0u8; K];
+        for k in 0..K {
+            let r = 8 * k..8 * k + 8;
+            signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], even);
+        }
+        let max = xval[1..].iter().fold(xval[0], |m, &v| c_max(m, v));
+        Group {
+            weight,
+            waux,
+            xval,
+            signs,
+            max,
+        }
+    }
+
+    /// `lattice_search` from the scale that puts the largest magnitude on the top level.
+    fn search_from_max(&self, search: &Search, l: &mut [i8]) -> f32 {
+        let scale = self.max / (2 * search.kmaxq - 1) as f32;
+        lattice_search(
+            search,
+            &self.xval,
+            &self.weight,
+            &self.waux,
+            l,
+            self.max,
+            scale,
+        )
+    }
+}
+
+/// A negative group scale made positive by flipping every sign bit (those under `mask`).
+#[inline]
+fn positive_scale(scale: f32, signs: &mut [u8], mask: u8) -> f32 {
+    if scale < 0.0 {
+        for s in signs {
+            *s = !*s & mask;
+        }
+        -scale
+    } else {
+        scale
     }
 }
 
@@ -410,76 +454,6 @@ fn imatrix_at(imatrix: Option<&[f32]>, ibl: usize, size: usize, ib: usize) -> Op
 /// without one); without it, every column is given the same importance.
 fn flat_importance(x: f32, sigma2: f32) -> f32 {
     (sigma2 + x * x).sqrt()
-}
-
-/// `make_qp_quants`: levels `0..=nmax` and a scale for non-negative `x`, by weighted least
-/// squares over a few trial scales and a few passes of coordinate descent.
-fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], w: &[f32]) -> f32 {
-    let max = x.iter().fold(0f32, |m, &v| fmax(m, v));
-    if max < GROUP_MAX_EPS {
-        l.fill(0);
-        return 0.0;
-    }
-    let mut iscale = nmax as f32 / max;
-    for (l, &x) in l.iter_mut().zip(x) {
-        *l = nearest_int(iscale * x) as u8;
-    }
-    let scale = 1.0 / iscale;
-    let mut best_mse = 0f32;
-    for ((&l, &x), &w) in l.iter().zip(x).zip(w) {
-        let diff = x - scale * l as f32;
-        best_mse += w * diff * diff;
-    }
-    for is in (-4..=4).filter(|&is| is != 0) {
-        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
-        let scale_is = 1.0 / iscale_is;
-        let mut mse = 0f32;
-        for (&x, &w) in x.iter().zip(w) {
-            let l = nearest_int(iscale_is * x).min(nmax);
-            let diff = x - scale_is * l as f32;
-            mse += w * diff * diff;
-        }
-        if mse < best_mse {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    let (mut sumlx, mut suml2) = (0f32, 0f32);
-    for ((l, &x), &w) in l.iter_mut().zip(x).zip(w) {
-        let li = nearest_int(iscale * x).min(nmax);
-        *l = li as u8;
-        sumlx += w * x * li as f32;
-        suml2 += w * li as f32 * li as f32;
-    }
-    for _ in 0..5 {
-        let mut n_changed = 0;
-        for ((l, &x), &w) in l.iter_mut().zip(x).zip(w) {
-            let lf = *l as f32;
-            let mut slx = sumlx - w * x * lf;
-            let mut sl2 = suml2 - w * lf * lf;
-            if slx > 0.0 && sl2 > 0.0 {
-                let new_l = nearest_int(x * sl2 / slx).min(nmax);
-                if new_l != *l as i32 {
-                    slx += w * x * new_l as f32;
-                    sl2 += w * new_l as f32 * new_l as f32;
-                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
-                        *l = new_l as u8;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        n_changed += 1;
-                    }
-                }
-            }
-        }
-        if n_changed == 0 {
-            break;
-        }
-    }
-    if suml2 > 0.0 {
-        sumlx / suml2
-    } else {
-        0.0
-    }
 }
 
 // ---- IQ3_XXS, IQ3_S
@@ -502,41 +476,14 @@ pub(super) fn quantize_iq3_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f3
         let mut scales = [0f32; 8];
         let mut max_scale = 0f32;
         for (ib, xb) in xbl.chunks_exact(32).enumerate() {
-            let mut weight = [0f32; 32];
-            group_weights(
-                &mut weight,
-                xb,
-                imatrix_at(imatrix, ibl, 32, ib),
-                sigma2,
-                |x| x * x,
-            );
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 32];
-            let mut signs = [0u8; 4];
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let g = Group::<32, 4>::new(xb, imatrix, ibl, ib, sigma2, |x| x * x, true);
+            let (max, mut signs) = (g.max, g.signs);
             if max < GROUP_MAX_EPS_IQ3_XXS {
                 continue;
             }
             let mut l = [0i8; 32];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 127);
             for k in 0..8 {
                 q3[8 * ib + k] = search.lattice.index_of(&l[4 * k..4 * k + 4]) as u8;
             }
@@ -546,7 +493,7 @@ pub(super) fn quantize_iq3_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f3
                 | (signs[3] as u32) << 21;
             q3[64 + 4 * ib..64 + 4 * ib + 4].copy_from_slice(&aux.to_le_bytes());
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             *y = bytemuck::Zeroable::zeroed();
@@ -584,41 +531,14 @@ pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
         // so the groups after an all-zero one are stored one slot early.
         let mut slot = 0;
         for (ib, xb) in xbl.chunks_exact(32).enumerate() {
-            let mut weight = [0f32; 32];
-            group_weights(
-                &mut weight,
-                xb,
-                imatrix_at(imatrix, ibl, 32, ib),
-                sigma2,
-                |x| x * x,
-            );
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 32];
-            let mut signs = [0u8; 4];
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], false);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let g = Group::<32, 4>::new(xb, imatrix, ibl, ib, sigma2, |x| x * x, false);
+            let (max, mut signs) = (g.max, g.signs);
             if max == 0.0 {
                 continue;
             }
             let mut l = [0i8; 32];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 255);
             for k in 0..8 {
                 let j = search.lattice.index_of(&l[4 * k..4 * k + 4]);
                 y.qs[8 * slot + k] = (j & 255) as u8;
@@ -627,7 +547,7 @@ pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
             y.signs[4 * slot..4 * slot + 4].copy_from_slice(&signs);
             slot += 1;
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             continue;
@@ -664,46 +584,36 @@ pub(super) fn quantize_iq2_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f3
         let mut scales = [0f32; QK_K / 32];
         let mut max_scale = 0f32;
         for (ib, xb) in xbl.chunks_exact(32).enumerate() {
-            let mut weight = [0f32; 32];
-            group_weights(
-                &mut weight,
+            let g = Group::<32, 4>::new(
                 xb,
-                imatrix_at(imatrix, ibl, 32, ib),
+                imatrix,
+                ibl,
+                ib,
                 sigma2,
                 |x| flat_importance(x, sigma2),
+                true,
             );
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 32];
-            let mut signs = [0u8; 4];
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let (max, mut signs) = (g.max, g.signs);
             if max < GROUP_MAX_EPS {
                 continue;
             }
             let mut lq = [0u8; 32];
-            let scale = make_qp_quants(search.kmaxq + 1, &xval, &mut lq, &weight);
+            let scale = make_qp_quants(search.kmaxq + 1, &g.xval, &mut lq, &g.weight);
             let eff_max = scale * search.kmaxq as f32;
             if eff_max <= 0.0 {
                 continue;
             }
             let mut l = lq.map(|v| v as i8);
-            let mut scale = lattice_search(&search, &xval, &weight, &waux, &mut l, eff_max, scale);
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
+            let scale =
+                lattice_search(&search, &g.xval, &g.weight, &g.waux, &mut l, eff_max, scale);
+            let scale = positive_scale(scale, &mut signs, 127);
             for k in 0..4 {
                 let j = search.lattice.index_of(&l[8 * k..8 * k + 8]) as u32;
                 q2[2 * ib] |= j << (8 * k);
                 q2[2 * ib + 1] |= (signs[k] as u32) << (7 * k);
             }
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             continue;
@@ -739,47 +649,28 @@ pub(super) fn quantize_iq2_xs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32
         let mut scales = [0f32; QK_K / 16];
         let mut max_scale = 0f32;
         for (ib, xb) in xbl.chunks_exact(16).enumerate() {
-            let mut weight = [0f32; 16];
-            group_weights(
-                &mut weight,
+            let g = Group::<16, 2>::new(
                 xb,
-                imatrix_at(imatrix, ibl, 16, ib),
+                imatrix,
+                ibl,
+                ib,
                 sigma2,
                 |x| flat_importance(x, sigma2),
+                true,
             );
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 16];
-            let mut signs = [0u8; 2];
-            for k in 0..2 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let (max, mut signs) = (g.max, g.signs);
             if max < GROUP_MAX_EPS {
                 continue;
             }
             let mut l = [0i8; 16];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 127);
             for k in 0..2 {
                 let j = search.lattice.index_of(&l[8 * k..8 * k + 8]) as u16;
                 y.qs[2 * ib + k] = super::U16Le::new(j | (signs[k] as u16) << 9);
             }
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             *y = bytemuck::Zeroable::zeroed();
@@ -813,41 +704,22 @@ pub(super) fn quantize_iq2_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
         let mut scales = [0f32; QK_K / 16];
         let mut max_scale = 0f32;
         for (ib, xb) in xbl.chunks_exact(16).enumerate() {
-            let mut weight = [0f32; 16];
-            group_weights(
-                &mut weight,
+            let g = Group::<16, 2>::new(
                 xb,
-                imatrix_at(imatrix, ibl, 16, ib),
+                imatrix,
+                ibl,
+                ib,
                 sigma2,
                 |x| 0.25 * sigma2 + x * x,
+                false,
             );
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 16];
-            let mut signs = [0u8; 2];
-            for k in 0..2 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], false);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let (max, mut signs) = (g.max, g.signs);
             if max < GROUP_MAX_EPS_IQ2_S {
                 continue;
             }
             let mut l = [0i8; 16];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 255);
             for k in 0..2 {
                 let j = search.lattice.index_of(&l[8 * k..8 * k + 8]);
                 let i8 = 2 * ib + k;
@@ -856,7 +728,7 @@ pub(super) fn quantize_iq2_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
                 y.qs[QK_K / 8 + i8] = signs[k];
             }
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             continue;
@@ -970,7 +842,7 @@ pub(super) fn quantize_iq1_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
                 sigma2,
                 |x| flat_importance(x, sigma2),
             );
-            let max = xb[1..].iter().fold(xb[0].abs(), |m, &v| fmax(m, v.abs()));
+            let max = max_abs(xb);
             if max < GROUP_MAX_EPS_IQ1_S {
                 continue;
             }
@@ -1052,7 +924,7 @@ pub(super) fn quantize_iq1_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
             y.qh[ib] = super::U16Le::new(h);
             scales[ib] = scale;
             shifts[ib] = shift;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             continue;
@@ -1098,7 +970,7 @@ pub(super) fn quantize_iq1_m(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
                 sigma2,
                 |x| x * x,
             );
-            let max = xb[1..].iter().fold(xb[0].abs(), |m, &v| fmax(m, v.abs()));
+            let max = max_abs(xb);
             if max < GROUP_MAX_EPS_IQ1_M {
                 continue;
             }
@@ -1204,7 +1076,7 @@ pub(super) fn quantize_iq1_m(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
             y.qh[ib] = ((index[0] >> 8) | ((index[1] >> 8) << 4)) as u8;
             scales[ib] = scale;
             shifts[ib] = best_k;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             continue;
