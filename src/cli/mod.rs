@@ -1,10 +1,12 @@
 //! One module per subcommand: its arguments and the code that prints its output.
 
+pub mod calibrate;
 pub mod check_reference;
 pub mod info;
 pub mod inspect;
 pub mod logits;
 pub mod perplexity;
+pub mod plan;
 pub mod quantize;
 pub mod run;
 pub mod tokenize;
