@@ -101,7 +101,10 @@ fn streamed_generation_makes_the_engines_tokens() {
             &gen_opts(),
             |_| false,
             &stop,
-            |t| Ok(want.push(t)),
+            |t| {
+                want.push(t);
+                Ok(())
+            },
         )
         .unwrap();
         assert_eq!(want.len(), N_PREDICT, "{}", path.display());
@@ -127,7 +130,10 @@ fn streamed_generation_makes_the_engines_tokens() {
                     &gen_opts(),
                     |_| false,
                     &stop,
-                    |t| Ok(got.push(t)),
+                    |t| {
+                        got.push(t);
+                        Ok(())
+                    },
                 )
                 .unwrap();
                 let tl = exec.device().timeline();

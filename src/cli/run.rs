@@ -342,7 +342,7 @@ fn session<'m>(
             print!("{text}");
             let _ = stdout.lock().flush();
         }
-        let mut dec = Decoder::continuing(&tok);
+        let mut dec = Decoder::continuing(tok);
         let mut reply = String::new();
         let res = generate_with(
             engine,
