@@ -81,3 +81,54 @@ fn engine_kv_bytes_equal_the_plans() {
         }
     }
 }
+
+/// Logits after a context shift on gemma3 (its sliding-window layers rings of window + 16
+/// positions, wrapped) equal, bit for bit, those of an engine whose layers keep the whole
+/// context, fed the same micro-batches; a shift that needs a position a ring has dropped is
+/// an error.
+#[test]
+fn context_shift_on_rings_matches_the_whole_cache() {
+    let model = Model::load(model(GEMMA3)).unwrap();
+    let w = model.config.sliding_window.unwrap();
+    let n_ctx = w + 96;
+    let engine = |n_ubatch| {
+        Engine::new(
+            &model,
+            &Options {
+                n_ctx,
+                n_ubatch,
+                threads: 2,
+                ..Options::default()
+            },
+        )
+        .unwrap()
+    };
+    let mut ring = engine(16);
+    let mut full = engine(n_ctx);
+    assert!(ring.kv.rows.iter().any(|&r| r == w + 16));
+    assert!(full.kv.rows.iter().all(|&r| r == n_ctx));
+    let toks: Vec<u32> = (0..n_ctx + 8)
+        .map(|i| (i * 7919 % 50000) as u32 + 100)
+        .collect();
+    let mut logits = |e: &mut Engine, t: &[u32]| e.eval_last(t).unwrap().to_vec();
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    for chunk in toks[..n_ctx].chunks(16) {
+        assert_eq!(
+            bits(logits(&mut ring, chunk)),
+            bits(logits(&mut full, chunk))
+        );
+    }
+    // Keeping the first 4: the next query's window reaches them, and the rings lost them.
+    let err = ring
+        .shift_context(4, (n_ctx - 4) / 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("position 0 has left it"), "{err}");
+    assert_eq!(ring.n_past(), n_ctx);
+    ring.shift_context(0, n_ctx / 2).unwrap();
+    full.shift_context(0, n_ctx / 2).unwrap();
+    for t in &toks[n_ctx..] {
+        let t = std::slice::from_ref(t);
+        assert_eq!(bits(logits(&mut ring, t)), bits(logits(&mut full, t)));
+    }
+}
