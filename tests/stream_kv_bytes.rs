@@ -110,7 +110,7 @@ fn context_shift_on_rings_matches_the_whole_cache() {
     let toks: Vec<u32> = (0..n_ctx + 8)
         .map(|i| (i * 7919 % 50000) as u32 + 100)
         .collect();
-    let mut logits = |e: &mut Engine, t: &[u32]| e.eval_last(t).unwrap().to_vec();
+    let logits = |e: &mut Engine, t: &[u32]| e.eval_last(t).unwrap().to_vec();
     let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
     for chunk in toks[..n_ctx].chunks(16) {
         assert_eq!(
