@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use strait::engine::chat::{ChatTemplate, Message};
-use strait::engine::generate::{generate, GenOptions, Stop, Timings};
-use strait::engine::{Engine, Model, Options};
+use strait::engine::generate::{generate_with, GenOptions, Stop, Timings};
+use strait::engine::stream::{eval_streamed, file_sources, with_host_device, Device, Executor};
+use strait::engine::{Engine, Model, Options, Outputs};
 use strait::quant::GgmlType;
 use strait::sample::{Params, Sampler};
 use strait::tokenizer::{Decoder, Tokenizer};
@@ -170,16 +171,17 @@ pub fn run(args: Args) -> Result<()> {
         all_logits: false,
         threads: threads(args.threads),
     };
-    if let Some(vram) = &args.vram {
-        super::plan::plan_for_run(
+    let plan = match &args.vram {
+        Some(vram) => Some(super::plan::plan_for_run(
             &model.file,
             vram,
             n_ctx as u64,
             args.ubatch as u64,
             &args.cache_type,
             &args.offload,
-        )?;
-    }
+        )?),
+        None => None,
+    };
     let mut engine = Engine::new(&model, &opts)?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -198,7 +200,56 @@ pub fn run(args: Args) -> Result<()> {
         seed,
     };
     let mut sampler = Sampler::new(params, c.n_vocab)?;
-    let load = t_load.elapsed();
+    let Some(plan) = plan else {
+        let load = t_load.elapsed();
+        let res = session(
+            &args,
+            &model,
+            &tok,
+            &mut engine,
+            &mut sampler,
+            load,
+            &mut |e, t| e.eval(t, Outputs::Last, |_, _| {}),
+        );
+        if args.verbose {
+            super::plan::print_timeline(None);
+        }
+        return res;
+    };
+    // Every evaluation through the streaming executor: its arena (resident layers and two
+    // slots) is allocated and the resident layers uploaded once, here.
+    let sources = file_sources(&plan, &model.file)?;
+    with_host_device(|dev| -> Result<()> {
+        let mut exec = Executor::new(dev, &plan, sources)?;
+        let load = t_load.elapsed();
+        let res = session(
+            &args,
+            &model,
+            &tok,
+            &mut engine,
+            &mut sampler,
+            load,
+            &mut |e, t| eval_streamed(e, &mut exec, t, Outputs::Last, |_, _| {}),
+        );
+        if args.verbose {
+            super::plan::print_timeline(Some(&exec.device().timeline()));
+        }
+        res
+    })
+}
+
+/// The conversation: prompts (one, or from stdin with --interactive) and their replies, every
+/// evaluation made by `eval`; the timings at the end.
+fn session<'m>(
+    args: &Args,
+    model: &'m Model,
+    tok: &Tokenizer,
+    engine: &mut Engine<'m>,
+    sampler: &mut Sampler,
+    load: std::time::Duration,
+    eval: &mut dyn FnMut(&mut Engine<'m>, &[u32]) -> Result<()>,
+) -> Result<()> {
+    let c = &model.config;
     let stop = interrupt_flag()?;
 
     let gen = GenOptions {
@@ -291,11 +342,12 @@ pub fn run(args: Args) -> Result<()> {
             print!("{text}");
             let _ = stdout.lock().flush();
         }
-        let mut dec = Decoder::continuing(&tok);
+        let mut dec = Decoder::continuing(tok);
         let mut reply = String::new();
-        let res = generate(
-            &mut engine,
-            &mut sampler,
+        let res = generate_with(
+            engine,
+            &mut *eval,
+            sampler,
             &prompt,
             &gen,
             |id| tok.is_eog(id),
@@ -347,9 +399,6 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!();
     eprint!("\n{}", total.report(load));
-    if args.verbose {
-        super::plan::print_timeline(None);
-    }
     match out_err {
         Some(e) => Err(e),
         None => Ok(()),

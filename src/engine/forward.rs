@@ -261,7 +261,7 @@ fn store_kv(
         .ok_or_else(|| Error::Unsupported(format!("KV cache type {}", kv.ty)))?;
     let (kr, vr) = (kv.k_row, kv.v_row);
     for t in 0..n {
-        let p = pos0 + t;
+        let p = kv.row(il, pos0 + t);
         quantize(
             &k[t * kd..(t + 1) * kd],
             &mut kv.k[il][p * kr..(p + 1) * kr],
@@ -308,6 +308,8 @@ fn attention(
     let (k_row, k_head, v_row, v_head) = (kv.k_row, kv.k_head, kv.v_row, kv.v_head);
     let v_f16 = kv.ty == GgmlType::F16;
     let q = &st.q;
+    // Position j is in row j % rows (a ring on sliding-window layers).
+    let rows = kv.rows[il];
 
     st.att_h[..c.n_head * n * hv]
         .par_chunks_mut(n * hv)
@@ -336,6 +338,7 @@ fn attention(
                     to_dot(qh, q_dot, None);
                 }
                 for (i, j) in (lo..=pos).enumerate() {
+                    let j = j % rows;
                     let kh = &k_cache[j * k_row + g * k_head..j * k_row + (g + 1) * k_head];
                     s[i] = if v_f16 {
                         fast::dot_f16_f32(kh, q_h)
@@ -347,6 +350,7 @@ fn attention(
                 let out = &mut out_h[t * hv..(t + 1) * hv];
                 out.fill(0.0);
                 for (i, j) in (lo..=pos).enumerate() {
+                    let j = j % rows;
                     let vh = &v_cache[j * v_row + g * v_head..j * v_row + (g + 1) * v_head];
                     if v_f16 {
                         fast::axpy_f16(out, f16::from_f32(s[i]).to_f32(), vh);

@@ -1,6 +1,6 @@
 //! The generate loop: prefill, then one token at a time through a sampler.
 
-use super::Engine;
+use super::{Engine, Outputs};
 use crate::error::{Error, Result};
 use crate::sample::Sampler;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,8 +83,35 @@ pub fn generate(
     opts: &GenOptions,
     is_eog: impl Fn(u32) -> bool,
     stop: &AtomicBool,
+    on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<(Stop, Timings)> {
+    generate_with(
+        engine,
+        |e, t| e.eval(t, Outputs::Last, |_, _| {}),
+        sampler,
+        prompt,
+        opts,
+        is_eog,
+        stop,
+        on_token,
+    )
+}
+
+/// [`generate`] with every evaluation made by `eval(engine, tokens)`, which leaves the logits
+/// of the last token in the first row of `engine.state.logits` (as [`Engine::eval`] and
+/// [`super::stream::eval_streamed`] with [`Outputs::Last`] do).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_with<'m>(
+    engine: &mut Engine<'m>,
+    mut eval: impl FnMut(&mut Engine<'m>, &[u32]) -> Result<()>,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    opts: &GenOptions,
+    is_eog: impl Fn(u32) -> bool,
+    stop: &AtomicBool,
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<(Stop, Timings)> {
+    let n_vocab = engine.model.config.n_vocab;
     let mut tm = Timings::default();
     if prompt.is_empty() {
         return Err(Error::Invalid("the prompt has no tokens".into()));
@@ -102,7 +129,8 @@ pub fn generate(
         sampler.accept(t);
     }
     let t0 = Instant::now();
-    let mut next = sampler.sample(engine.eval_last(prompt)?);
+    eval(engine, prompt)?;
+    let mut next = sampler.sample(&engine.state.logits[..n_vocab]);
     tm.prompt_tokens = prompt.len();
     tm.prompt_time = t0.elapsed();
 
@@ -133,7 +161,8 @@ pub fn generate(
             let n_discard = ((engine.n_past() - n_keep) / 2).max(1);
             engine.shift_context(n_keep, n_discard)?;
         }
-        next = sampler.sample(engine.eval_last(&[next])?);
+        eval(engine, &[next])?;
+        next = sampler.sample(&engine.state.logits[..n_vocab]);
         evals += 1;
     };
     // As llama.cpp counts: the tokens evaluated after the prompt.

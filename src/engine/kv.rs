@@ -1,5 +1,11 @@
 //! The KV cache: per layer, one row of keys and one row of values per position, stored as
 //! F16 (default), F32 or Q8_0.
+//!
+//! A sliding-window layer keeps the window plus one micro-batch of positions, as a ring
+//! (position `p` in row `p % rows`), as llama.cpp's SWA cache does: a micro-batch of `n`
+//! tokens at `pos0` writes `n` rows, and its first query still reads the `window - 1` positions
+//! before `pos0`, so `window + n_ubatch` rows are never overwritten while read. The mask never
+//! reads older positions. Other layers keep the whole context.
 
 use crate::error::{Error, Result};
 use crate::model::Config;
@@ -17,23 +23,49 @@ pub struct KvCache {
     pub k_head: usize,
     pub v_row: usize,
     pub v_head: usize,
-    /// Per layer: (n_ctx, k_row) bytes.
+    /// Per layer: the rows it keeps (`n_ctx`, or fewer on a sliding-window layer).
+    pub rows: Vec<usize>,
+    /// Per layer: (rows, k_row) bytes.
     pub k: Vec<Vec<u8>>,
-    /// Per layer: (n_ctx, v_row) bytes.
+    /// Per layer: (rows, v_row) bytes.
     pub v: Vec<Vec<u8>>,
     /// Positions filled so far.
     pub n_past: usize,
 }
 
+/// Rows layer `il` keeps for a context of `n_ctx` and micro-batches of `n_ubatch`: the whole
+/// context, or on a sliding-window layer the window plus one micro-batch.
+pub fn layer_rows(c: &Config, il: usize, n_ctx: usize, n_ubatch: usize) -> usize {
+    match c.sliding_window {
+        Some(w) if c.is_swa(il) => n_ctx.min(w.saturating_add(n_ubatch)),
+        _ => n_ctx,
+    }
+}
+
 impl KvCache {
-    /// Bytes a cache of `n_ctx` positions of type `ty` takes for `c`.
-    pub fn bytes(c: &Config, n_ctx: usize, ty: GgmlType) -> Result<u64> {
+    /// Bytes a cache of `n_ctx` positions of type `ty` takes for `c` with micro-batches of
+    /// `n_ubatch`.
+    pub fn bytes(c: &Config, n_ctx: usize, n_ubatch: usize, ty: GgmlType) -> Result<u64> {
         let (kr, _) = row_bytes(ty, c.n_head_kv, c.head_dim_k)?;
         let (vr, _) = row_bytes(ty, c.n_head_kv, c.head_dim_v)?;
-        Ok((kr + vr) as u64 * n_ctx as u64 * c.n_layer as u64)
+        let rows: u64 = (0..c.n_layer)
+            .map(|il| layer_rows(c, il, n_ctx, n_ubatch) as u64)
+            .sum();
+        Ok((kr + vr) as u64 * rows)
     }
 
-    pub fn new(c: &Config, n_ctx: usize, ty: GgmlType) -> Result<KvCache> {
+    /// Bytes this cache holds.
+    pub fn allocated(&self) -> u64 {
+        self.k.iter().chain(&self.v).map(|b| b.len() as u64).sum()
+    }
+
+    /// The row of position `p` in layer `il`.
+    #[inline]
+    pub fn row(&self, il: usize, p: usize) -> usize {
+        p % self.rows[il]
+    }
+
+    pub fn new(c: &Config, n_ctx: usize, n_ubatch: usize, ty: GgmlType) -> Result<KvCache> {
         if !KV_TYPES.contains(&ty) {
             return Err(Error::Unsupported(format!(
                 "KV cache type {ty} (strait supports f16, f32, q8_0)"
@@ -50,13 +82,16 @@ impl KvCache {
         }
         let (k_row, k_head) = row_bytes(ty, c.n_head_kv, c.head_dim_k)?;
         let (v_row, v_head) = row_bytes(ty, c.n_head_kv, c.head_dim_v)?;
-        let total = (k_row + v_row) as u64 * n_ctx as u64 * c.n_layer as u64;
-        if n_ctx == 0 || total > isize::MAX as u64 {
+        let total = KvCache::bytes(c, n_ctx, n_ubatch, ty)?;
+        if n_ctx == 0 || n_ubatch == 0 || total > isize::MAX as u64 {
             return Err(Error::Invalid(format!(
                 "a KV cache of {n_ctx} positions ({total} bytes) cannot be allocated"
             )));
         }
-        let layer = |row: usize| zeroed::<u8>(row * n_ctx, "the KV cache");
+        let rows: Vec<usize> = (0..c.n_layer)
+            .map(|il| layer_rows(c, il, n_ctx, n_ubatch))
+            .collect();
+        let layer = |row: usize, n: usize| zeroed::<u8>(row * n, "the KV cache");
         Ok(KvCache {
             ty,
             n_ctx,
@@ -64,12 +99,15 @@ impl KvCache {
             k_head,
             v_row,
             v_head,
-            k: (0..c.n_layer)
-                .map(|_| layer(k_row))
+            k: rows
+                .iter()
+                .map(|&n| layer(k_row, n))
                 .collect::<Result<_>>()?,
-            v: (0..c.n_layer)
-                .map(|_| layer(v_row))
+            v: rows
+                .iter()
+                .map(|&n| layer(v_row, n))
                 .collect::<Result<_>>()?,
+            rows,
             n_past: 0,
         })
     }

@@ -123,7 +123,7 @@ impl<'m> Engine<'m> {
         }
         let n_batch = opts.n_ubatch.min(opts.n_ctx);
         let n_out = if opts.all_logits { n_batch } else { 1 };
-        let kv = KvCache::new(c, opts.n_ctx, opts.kv_type)?;
+        let kv = KvCache::new(c, opts.n_ctx, opts.n_ubatch, opts.kv_type)?;
         let mut mats = vec![model.output()];
         for il in 0..c.n_layer {
             let l = model.layer(il)?;
@@ -164,6 +164,10 @@ impl<'m> Engine<'m> {
     /// Drops positions `n_keep..n_keep + n_discard` from the cache and moves the later ones
     /// down, re-rotating their keys by `-n_discard` positions (llama.cpp's context shift:
     /// RoPE angles are linear in the position, so a rotation by the difference moves a key).
+    ///
+    /// A sliding-window layer holds only its last `rows` positions: the shift is an error
+    /// when the window of the next token would reach a position that layer no longer holds
+    /// (only possible with a large `n_keep`).
     pub fn shift_context(&mut self, n_keep: usize, n_discard: usize) -> Result<()> {
         let c = &self.model.config;
         let n_past = self.kv.n_past;
@@ -171,6 +175,28 @@ impl<'m> Engine<'m> {
             return Err(Error::Invalid(format!(
                 "cannot discard {n_discard} positions after {n_keep} of {n_past}"
             )));
+        }
+        let new_past = n_past - n_discard;
+        for il in 0..c.n_layer {
+            let (rows, Some(w)) = (self.kv.rows[il], c.sliding_window) else {
+                continue;
+            };
+            if rows >= n_past || !c.is_swa(il) {
+                continue;
+            }
+            // Held: the last `rows` old positions. The next query reads new positions from
+            // new_past + 1 - w; each maps to an old one (kept ones to themselves).
+            let oldest = n_past - rows;
+            let lost = ((new_past + 1).saturating_sub(w)..new_past).find(|&x| {
+                let old = if x < n_keep { x } else { x + n_discard };
+                old < oldest
+            });
+            if let Some(x) = lost {
+                return Err(Error::Invalid(format!(
+                    "context shift keeping {n_keep} of {n_past} positions: layer {il} keeps \
+                     only the last {rows} and position {x} has left it (lower --keep)"
+                )));
+            }
         }
         let kern = crate::quant::scalar(self.kv.ty);
         let (Some(deq), Some(quant)) = (
@@ -187,16 +213,34 @@ impl<'m> Engine<'m> {
         for il in 0..c.n_layer {
             let (base, scale) = c.rope_of(il);
             crate::backend::cpu::rope_cache(cs, -(n_discard as i64), base, scale, rope_factors);
-            let k = &mut self.kv.k[il];
-            for p in n_keep + n_discard..n_past {
-                deq(&k[p * kr..(p + 1) * kr], tmp);
-                crate::backend::cpu::rope(tmp, c.head_dim_k, cs, c.rope_style);
-                let d = p - n_discard;
-                quant(tmp, &mut k[d * kr..(d + 1) * kr], None);
+            let rows = self.kv.rows[il];
+            let first = (n_keep + n_discard).max(n_past.saturating_sub(rows));
+            let (k, v) = (&mut self.kv.k[il], &mut self.kv.v[il]);
+            if rows >= n_past {
+                // The whole context: rows are positions, and each moves down.
+                for p in first..n_past {
+                    deq(&k[p * kr..(p + 1) * kr], tmp);
+                    crate::backend::cpu::rope(tmp, c.head_dim_k, cs, c.rope_style);
+                    let d = p - n_discard;
+                    quant(tmp, &mut k[d * kr..(d + 1) * kr], None);
+                }
+                v.copy_within(first * vr..n_past * vr, (first - n_discard) * vr);
+                continue;
             }
-            self.kv.v[il].copy_within((n_keep + n_discard) * vr..n_past * vr, n_keep * vr);
+            // A ring: a moved row may land on one not yet moved, so move from a copy.
+            let mut old_k = kv::zeroed::<u8>(k.len(), "a context shift")?;
+            old_k.copy_from_slice(k);
+            let mut old_v = kv::zeroed::<u8>(v.len(), "a context shift")?;
+            old_v.copy_from_slice(v);
+            for p in first..n_past {
+                let (s, d) = (p % rows, (p - n_discard) % rows);
+                deq(&old_k[s * kr..(s + 1) * kr], tmp);
+                crate::backend::cpu::rope(tmp, c.head_dim_k, cs, c.rope_style);
+                quant(tmp, &mut k[d * kr..(d + 1) * kr], None);
+                v[d * vr..(d + 1) * vr].copy_from_slice(&old_v[s * vr..(s + 1) * vr]);
+            }
         }
-        self.kv.n_past -= n_discard;
+        self.kv.n_past = new_past;
         Ok(())
     }
 

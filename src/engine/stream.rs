@@ -231,7 +231,7 @@ pub type CopyPart<'src> = (&'src [u8], u64);
 /// A device with one arena, a copy queue and a compute queue, and events between them.
 /// `'src` is the lifetime of the host memory copies read from.
 pub trait Device<'src> {
-    type Event: Clone + std::fmt::Debug;
+    type Event: Clone + std::fmt::Debug + Send;
 
     /// Allocates the arena. Called once, before anything else.
     fn alloc(&mut self, bytes: u64) -> Result<()>;
@@ -654,13 +654,15 @@ pub struct Executor<'src, D: Device<'src>> {
     dev: D,
     placement: Vec<Place>,
     units: Vec<Unit>,
-    /// Per unit: the host bytes of each tensor of its image, in image order.
-    sources: Vec<Vec<&'src [u8]>>,
     /// Per unit: its arena range when resident.
     resident: Vec<Option<Range<u64>>>,
     slots: Vec<Range<u64>>,
     /// Streamed units in order.
     streamed: Vec<usize>,
+    /// Per streamed unit: its copy parts placed in its slot, made once.
+    stream_parts: Vec<Vec<CopyPart<'src>>>,
+    /// Per streamed unit: the event of its copy in the current pass.
+    copies: Vec<Option<D::Event>>,
     /// The last compute that read each slot.
     slot_last_read: [Option<D::Event>; 2],
     pass: usize,
@@ -729,14 +731,21 @@ impl<'src, D: Device<'src>> Executor<'src, D> {
                 "the plan streams units but has no slots".into(),
             ));
         }
+        let stream_parts = streamed
+            .iter()
+            .enumerate()
+            .map(|(k, &u)| image_parts(&plan.units[u], &sources[u], slots[k % 2].start))
+            .collect();
+        let copies = vec![None; streamed.len()];
         Ok(Executor {
             dev,
             placement: plan.placement.clone(),
             units: plan.units.clone(),
-            sources,
             resident,
             slots,
             streamed,
+            stream_parts,
+            copies,
             slot_last_read: [None, None],
             pass: 0,
             arena: plan.device_total,
@@ -755,14 +764,17 @@ impl<'src, D: Device<'src>> Executor<'src, D> {
         let u = self.streamed[k];
         let s = k % 2;
         let range = self.slots[s].start..self.slots[s].start + self.units[u].bytes;
-        let parts = image_parts(&self.units[u], &self.sources[u], range.start);
-        let after: Vec<D::Event> = self.slot_last_read[s].iter().cloned().collect();
         let label = Label {
             pass: self.pass,
             unit: u,
             slot: Some(s),
         };
-        self.dev.copy(&parts, range, &after, label)
+        self.dev.copy(
+            &self.stream_parts[k],
+            range,
+            self.slot_last_read[s].as_slice(),
+            label,
+        )
     }
 
     /// One pass over every unit in order: `run(index, unit, weights)` computes a unit.
@@ -771,9 +783,10 @@ impl<'src, D: Device<'src>> Executor<'src, D> {
         mut run: impl FnMut(usize, &Unit, Weights<'_>) -> Result<()>,
     ) -> Result<()> {
         self.pass += 1;
-        let mut copies: Vec<Option<D::Event>> = vec![None; self.streamed.len()];
-        for (k, c) in copies.iter_mut().enumerate().take(2) {
-            *c = Some(self.issue_copy(k)?);
+        // The copies of a pass live in a buffer made once: a pass allocates nothing.
+        self.copies.iter_mut().for_each(|c| *c = None);
+        for k in 0..self.streamed.len().min(2) {
+            self.copies[k] = Some(self.issue_copy(k)?);
         }
         let mut k = 0;
         for u in 0..self.units.len() {
@@ -795,18 +808,19 @@ impl<'src, D: Device<'src>> Executor<'src, D> {
                 Place::Stream => {
                     let s = k % 2;
                     let range = self.slots[s].start..self.slots[s].start + self.units[u].bytes;
-                    let after: Vec<D::Event> = copies[k].iter().cloned().collect();
                     let label = Label {
                         slot: Some(s),
                         ..label
                     };
                     let unit = &self.units[u];
-                    let ((), ev) = self
-                        .dev
-                        .compute(range, &after, label, |w| run(u, unit, w))?;
+                    let ((), ev) =
+                        self.dev
+                            .compute(range, self.copies[k].as_slice(), label, |w| {
+                                run(u, unit, w)
+                            })?;
                     self.slot_last_read[s] = Some(ev);
                     if k + 2 < self.streamed.len() {
-                        copies[k + 2] = Some(self.issue_copy(k + 2)?);
+                        self.copies[k + 2] = Some(self.issue_copy(k + 2)?);
                     }
                     k += 1;
                 }
@@ -927,7 +941,7 @@ pub fn head_from_image<'a>(
 /// [`Engine::eval`] with every layer's weights where the plan put them: resident ranges and
 /// slots of the executor's arena, or the mapped file for CPU layers. The logits are the same
 /// as the engine's own, bit for bit: the same kernels read the same bytes.
-pub fn eval_streamed<'m, D: Device<'m>>(
+pub fn eval_streamed<'m, D: Device<'m> + Send>(
     engine: &mut Engine<'m>,
     exec: &mut Executor<'m, D>,
     tokens: &[u32],
@@ -970,8 +984,19 @@ pub fn eval_streamed<'m, D: Device<'m>>(
     Ok(())
 }
 
+/// [`Engine::eval_last`] through the executor: evaluates `tokens` and returns the logits of
+/// the last one.
+pub fn eval_last_streamed<'e, 'm, D: Device<'m> + Send>(
+    engine: &'e mut Engine<'m>,
+    exec: &mut Executor<'m, D>,
+    tokens: &[u32],
+) -> Result<&'e [f32]> {
+    eval_streamed(engine, exec, tokens, Outputs::Last, |_, _| {})?;
+    Ok(&engine.state.logits[..engine.model.config.n_vocab])
+}
+
 /// One pass of at most `n_batch` tokens; logits of batch rows `rows`.
-fn forward_streamed<'m, D: Device<'m>>(
+fn forward_streamed<'m, D: Device<'m> + Send>(
     engine: &mut Engine<'m>,
     exec: &mut Executor<'m, D>,
     tokens: &[u32],
@@ -986,24 +1011,27 @@ fn forward_streamed<'m, D: Device<'m>>(
     let kv = &mut engine.kv;
     let rope_factors = model.rope_factors()?;
     embed(c, st, &model.token_embd(), tokens)?;
-    exec.pass(|u, unit, w| {
-        if u < c.n_layer {
-            let lw = match w {
-                Weights::Bytes(b) => layer_from_image(&t.layers[u], unit, b)?,
-                Weights::Host => model.layer(u)?,
+    // On the engine's threads, as its own forward pass.
+    engine.pool.install(|| {
+        exec.pass(|u, unit, w| {
+            if u < c.n_layer {
+                let lw = match w {
+                    Weights::Bytes(b) => layer_from_image(&t.layers[u], unit, b)?,
+                    Weights::Host => model.layer(u)?,
+                    Weights::Device { .. } => return Err(device_weights()),
+                };
+                return forward_layer(u, &lw, st, kv, c, n, pos0, rope_factors);
+            }
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let (norm, out) = match w {
+                Weights::Bytes(b) => head_from_image(&t.output_norm, &t.output, unit, b)?,
+                Weights::Host => (model.output_norm()?, model.output()),
                 Weights::Device { .. } => return Err(device_weights()),
             };
-            return forward_layer(u, &lw, st, kv, c, n, pos0, rope_factors);
-        }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let (norm, out) = match w {
-            Weights::Bytes(b) => head_from_image(&t.output_norm, &t.output, unit, b)?,
-            Weights::Host => (model.output_norm()?, model.output()),
-            Weights::Device { .. } => return Err(device_weights()),
-        };
-        output(c, st, norm, &out, rows.clone())
+            output(c, st, norm, &out, rows.clone())
+        })
     })?;
     engine.kv.n_past += n;
     Ok(())
