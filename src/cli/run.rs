@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(short, long, default_value_t = 0)]
     pub threads: usize,
     /// KV cache type: f16, f32 or q8_0
-    #[arg(long = "cache-type", default_value = "f16")]
+    #[arg(long = "cache-type", visible_alias = "kv", default_value = "f16")]
     pub cache_type: String,
     /// Temperature (0: greedy)
     #[arg(long, default_value_t = 0.8)]
