@@ -3,9 +3,14 @@
 //! Data flows one way: file bytes ([`gguf`]) -> quantized blocks ([`quant`]) -> tokens
 //! ([`tokenizer`]) and models ([`model`]) -> the engine.
 
+pub mod backend;
+pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod model;
 pub mod quant;
 pub mod quantize;
+pub mod sample;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -25,6 +25,8 @@ enum Command {
     CheckReference(cli::check_reference::Args),
     /// Show the CPU features and the kernel path strait uses
     Info(cli::info::Args),
+    /// Tokenize text with a model's tokenizer: ids, or a table of ids and pieces
+    Tokenize(cli::tokenize::Args),
 }
 
 fn main() {
@@ -34,6 +36,7 @@ fn main() {
         Command::Quantize(args) => cli::quantize::run(args),
         Command::CheckReference(args) => cli::check_reference::run(args),
         Command::Info(args) => cli::info::run(args),
+        Command::Tokenize(args) => cli::tokenize::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -4,3 +4,4 @@ pub mod check_reference;
 pub mod info;
 pub mod inspect;
 pub mod quantize;
+pub mod tokenize;

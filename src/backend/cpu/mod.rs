@@ -1,0 +1,144 @@
+//! The CPU backend: small kernels over f32 activations, as ggml's CPU ops compute them.
+//!
+//! Kernels take `(out, in, weights, dims)`; the maths is in each comment.
+
+pub mod fast;
+pub mod matmul;
+
+pub use matmul::matmul;
+
+use crate::model::RopeStyle;
+use half::f16;
+use std::sync::OnceLock;
+
+/// out = x / sqrt(mean(x^2) + eps) * w, per row of `w.len()` values (ggml_rms_norm + ggml_mul).
+pub fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    for (o, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+        // ggml sums the squares in double precision.
+        let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / n as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for i in 0..n {
+            o[i] = (x[i] * scale) * w[i];
+        }
+    }
+}
+
+/// rms_norm in place, per row of `w.len()` values.
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    for x in x.chunks_exact_mut(n) {
+        let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / n as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for i in 0..n {
+            x[i] = (x[i] * scale) * w[i];
+        }
+    }
+}
+
+/// x += y
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// x *= s
+pub fn scale(x: &mut [f32], s: f32) {
+    for a in x {
+        *a *= s;
+    }
+}
+
+/// The cos/sin table of one position, as ggml's `ggml_rope_cache_init` builds it:
+/// theta_i = pos * scale * base^(-2i/n_rot) / factor_i, with the power taken by repeated
+/// multiplication in f32. `cs`: (n_rot,) as [cos, sin] pairs.
+pub fn rope_cache(cs: &mut [f32], pos: i64, base: f32, scale: f32, factors: Option<&[f32]>) {
+    let n_rot = cs.len();
+    let theta_scale = base.powf(-2.0 / n_rot as f32);
+    let mut theta = pos as f32;
+    for i in 0..n_rot / 2 {
+        let ff = factors.map_or(1.0, |f| f[i]);
+        let t = scale * (theta / ff);
+        cs[2 * i] = t.cos();
+        cs[2 * i + 1] = t.sin();
+        theta *= theta_scale;
+    }
+}
+
+/// Rotates the first `cs.len()` dimensions of every head of `x` (heads of `head_dim`).
+pub fn rope(x: &mut [f32], head_dim: usize, cs: &[f32], style: RopeStyle) {
+    let n_rot = cs.len();
+    for h in x.chunks_exact_mut(head_dim) {
+        for i in 0..n_rot / 2 {
+            let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+            let (a, b) = match style {
+                RopeStyle::Normal => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + n_rot / 2),
+            };
+            let (x0, x1) = (h[a], h[b]);
+            h[a] = x0 * c - x1 * s;
+            h[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/// silu(x) = x / (1 + e^-x); out = silu(gate) * up (ggml_swiglu).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = (*g / (1.0 + (-*g).exp())) * u;
+    }
+}
+
+/// gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))), as ggml's CPU computes it: from a
+/// table over f16 inputs with f16 results, exact outside [-10, 10].
+fn gelu_table() -> &'static [f16] {
+    static TABLE: OnceLock<Vec<f16>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = f16::from_bits(bits).to_f32();
+                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                const A: f32 = 0.044715;
+                f16::from_f32(0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + A * x * x)).tanh()))
+            })
+            .collect()
+    })
+}
+
+/// out = gelu(gate) * up (ggml_geglu with GGML_GELU_FP16).
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
+    for (g, u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        let y = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x
+        } else {
+            table[f16::from_f32(x).to_bits() as usize].to_f32()
+        };
+        *g = y * u;
+    }
+}
+
+/// Builds the tables the kernels use, so that none is built in the token loop.
+pub fn init_tables() {
+    gelu_table();
+}
+
+/// In-place softmax with ggml's order: max, e^(x - max) summed in double, then scaled.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}

@@ -1,0 +1,405 @@
+//! The forward pass: embeddings, one [`forward_layer`] per layer, the output head.
+//!
+//! All buffers live in [`State`], allocated once for a batch size and a context length.
+
+use super::kv::KvCache;
+use crate::backend::cpu::{self, fast, matmul};
+use crate::error::{Error, Result};
+use crate::model::{Activation, Config, LayerWeights, WeightView};
+use crate::quant::{self, GgmlType};
+use half::f16;
+use rayon::prelude::*;
+
+/// Activations and scratch for a batch of up to `n_batch` tokens.
+pub struct State {
+    pub n_batch: usize,
+    /// Rows of logits a batch may produce.
+    pub n_out: usize,
+    pub x: Vec<f32>,       // (n_batch, dim) the residual stream
+    pub xb: Vec<f32>,      // (n_batch, dim) normed input of a block
+    pub xb2: Vec<f32>,     // (n_batch, dim) output of a block
+    pub q: Vec<f32>,       // (n_batch, n_head * head_dim_k)
+    pub k: Vec<f32>,       // (n_batch, n_head_kv * head_dim_k)
+    pub v: Vec<f32>,       // (n_batch, n_head_kv * head_dim_v)
+    pub att_h: Vec<f32>,   // (n_head, n_batch, head_dim_v) attention output, head-major
+    pub att: Vec<f32>,     // (n_batch, n_head * head_dim_v)
+    pub gate: Vec<f32>,    // (n_batch, n_ff)
+    pub up: Vec<f32>,      // (n_batch, n_ff)
+    pub rope_cs: Vec<f32>, // (n_batch, n_rot) cos/sin pairs
+    pub scores: Vec<f32>,  // (n_head, n_ctx) attention weights of one query
+    pub q_dot: Vec<u8>,    // (n_head, bytes of one query head in the K cache's dot type)
+    pub q_h: Vec<f32>,     // (n_head, head_dim_k) one query head rounded to f16
+    pub v_row: Vec<f32>,   // (n_head, head_dim_v) one dequantized value head
+    pub act: Vec<u8>,      // quantized activations of the largest matmul
+    pub out_x: Vec<f32>,   // (n_out, dim) normed rows that produce logits
+    pub logits: Vec<f32>,  // (n_out, n_vocab)
+}
+
+impl State {
+    /// Buffers for batches of `n_batch` tokens, `n_out` logit rows, a cache of `kv.n_ctx`.
+    pub fn new(
+        c: &Config,
+        n_batch: usize,
+        n_out: usize,
+        kv: &KvCache,
+        mats: &[WeightView],
+    ) -> Result<State> {
+        let q_dot_ty = kv_dot_type(kv.ty)?;
+        let q_dot = q_dot_ty.row_bytes(c.head_dim_k as u64).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "head dim {} is not a multiple of the {q_dot_ty} block size",
+                c.head_dim_k
+            ))
+        })? as usize;
+        let act = mats
+            .iter()
+            .map(|w| matmul::scratch_bytes(w, n_batch.max(n_out)))
+            .max()
+            .unwrap_or(0);
+        let bytes = n_batch as u64
+            * (3 * c.dim + 2 * c.q_dim() + c.k_dim() + c.v_dim() + 2 * c.n_ff + c.n_rot) as u64
+            * 4
+            + n_out as u64 * (c.dim + c.n_vocab) as u64 * 4
+            + c.n_head as u64 * kv.n_ctx as u64 * 4;
+        if bytes > isize::MAX as u64 / 2 {
+            return Err(Error::Invalid(format!(
+                "batch {n_batch} with {n_out} output rows needs {bytes} bytes of buffers"
+            )));
+        }
+        let z = |n: usize| vec![0f32; n];
+        Ok(State {
+            n_batch,
+            n_out,
+            x: z(n_batch * c.dim),
+            xb: z(n_batch * c.dim),
+            xb2: z(n_batch * c.dim),
+            q: z(n_batch * c.q_dim()),
+            k: z(n_batch * c.k_dim()),
+            v: z(n_batch * c.v_dim()),
+            att_h: z(n_batch * c.n_head * c.head_dim_v),
+            att: z(n_batch * c.n_head * c.head_dim_v),
+            gate: z(n_batch * c.n_ff),
+            up: z(n_batch * c.n_ff),
+            rope_cs: z(n_batch * c.n_rot),
+            scores: z(c.n_head * kv.n_ctx),
+            q_dot: vec![0u8; c.n_head * q_dot],
+            q_h: z(c.n_head * c.head_dim_k),
+            v_row: z(c.n_head * c.head_dim_v),
+            act: vec![0u8; act],
+            out_x: z(n_out * c.dim),
+            logits: z(n_out * c.n_vocab),
+        })
+    }
+}
+
+/// The type a query head is converted to for its dot product with the K cache.
+fn kv_dot_type(ty: GgmlType) -> Result<GgmlType> {
+    quant::scalar(ty)
+        .map(|k| k.dot_type)
+        .ok_or_else(|| Error::Unsupported(format!("KV cache type {ty} has no kernels")))
+}
+
+/// Writes the embeddings of `tokens` into `st.x`.
+pub fn embed(c: &Config, st: &mut State, embd: &WeightView, tokens: &[u32]) -> Result<()> {
+    let deq = quant::scalar(embd.ty)
+        .and_then(|k| k.dequantize)
+        .ok_or_else(|| Error::Unsupported(format!("embeddings of type {}", embd.ty)))?;
+    for (t, &id) in tokens.iter().enumerate() {
+        if id as usize >= c.n_vocab {
+            return Err(Error::Invalid(format!(
+                "token id {id} is outside the vocabulary of {} tokens",
+                c.n_vocab
+            )));
+        }
+        let x = &mut st.x[t * c.dim..(t + 1) * c.dim];
+        deq(embd.row(id as usize), x);
+        if let Some(s) = c.embed_scale {
+            cpu::scale(x, s);
+        }
+    }
+    Ok(())
+}
+
+/// One transformer layer over the `n` tokens in `st.x`, at positions `pos0..pos0 + n`; their
+/// keys and values are written to the cache of layer `il`.
+pub fn forward_layer(
+    il: usize,
+    w: &LayerWeights,
+    st: &mut State,
+    kv: &mut KvCache,
+    c: &Config,
+    n: usize,
+    pos0: usize,
+    rope_factors: Option<&[f32]>,
+) -> Result<()> {
+    let (dim, qd, kd, vd) = (c.dim, c.q_dim(), c.k_dim(), c.v_dim());
+    let eps = c.norm_eps;
+
+    // attention rmsnorm
+    cpu::rms_norm(&mut st.xb[..n * dim], &st.x[..n * dim], w.attn_norm, eps);
+
+    // qkv projections
+    let xb = &st.xb[..n * dim];
+    matmul(&mut st.q[..n * qd], xb, &w.wq, n, &mut st.act)?;
+    matmul(&mut st.k[..n * kd], xb, &w.wk, n, &mut st.act)?;
+    matmul(&mut st.v[..n * vd], xb, &w.wv, n, &mut st.act)?;
+    for (buf, bias, width) in [
+        (&mut st.q, w.bq, qd),
+        (&mut st.k, w.bk, kd),
+        (&mut st.v, w.bv, vd),
+    ] {
+        if let Some(b) = bias {
+            for row in buf[..n * width].chunks_exact_mut(width) {
+                cpu::add(row, b);
+            }
+        }
+    }
+
+    // per-head q/k norms
+    if let Some(qn) = w.q_norm {
+        cpu::rms_norm_inplace(&mut st.q[..n * qd], qn, eps);
+    }
+    if let Some(kn) = w.k_norm {
+        cpu::rms_norm_inplace(&mut st.k[..n * kd], kn, eps);
+    }
+
+    // RoPE
+    let (base, scale) = c.rope_of(il);
+    for t in 0..n {
+        let cs = &mut st.rope_cs[t * c.n_rot..(t + 1) * c.n_rot];
+        cpu::rope_cache(cs, (pos0 + t) as i64, base, scale, rope_factors);
+        cpu::rope(
+            &mut st.q[t * qd..(t + 1) * qd],
+            c.head_dim_k,
+            cs,
+            c.rope_style,
+        );
+        cpu::rope(
+            &mut st.k[t * kd..(t + 1) * kd],
+            c.head_dim_k,
+            cs,
+            c.rope_style,
+        );
+    }
+    if c.scale_q {
+        cpu::scale(&mut st.q[..n * qd], c.attn_scale);
+    }
+
+    // store k and v in the cache
+    store_kv(kv, il, &st.k, &st.v, n, pos0, kd, vd)?;
+
+    // attention
+    attention(c, il, st, kv, n, pos0)?;
+
+    // output projection
+    let ad = c.n_head * c.head_dim_v;
+    matmul(
+        &mut st.xb2[..n * dim],
+        &st.att[..n * ad],
+        &w.wo,
+        n,
+        &mut st.act,
+    )?;
+    if let Some(pn) = w.post_attn_norm {
+        cpu::rms_norm_inplace(&mut st.xb2[..n * dim], pn, eps);
+    }
+    // residual
+    cpu::add(&mut st.x[..n * dim], &st.xb2[..n * dim]);
+
+    // ffn rmsnorm
+    cpu::rms_norm(&mut st.xb[..n * dim], &st.x[..n * dim], w.ffn_norm, eps);
+
+    // gated feed-forward: down(act(gate(x)) * up(x))
+    let f = c.n_ff;
+    let xb = &st.xb[..n * dim];
+    matmul(&mut st.gate[..n * f], xb, &w.w_gate, n, &mut st.act)?;
+    matmul(&mut st.up[..n * f], xb, &w.w_up, n, &mut st.act)?;
+    match c.activation {
+        Activation::SwiGlu => cpu::swiglu(&mut st.gate[..n * f], &st.up[..n * f]),
+        Activation::GeGlu => cpu::geglu(&mut st.gate[..n * f], &st.up[..n * f]),
+    }
+    matmul(
+        &mut st.xb2[..n * dim],
+        &st.gate[..n * f],
+        &w.w_down,
+        n,
+        &mut st.act,
+    )?;
+    if let Some(pn) = w.post_ffn_norm {
+        cpu::rms_norm_inplace(&mut st.xb2[..n * dim], pn, eps);
+    }
+    // residual
+    cpu::add(&mut st.x[..n * dim], &st.xb2[..n * dim]);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn store_kv(
+    kv: &mut KvCache,
+    il: usize,
+    k: &[f32],
+    v: &[f32],
+    n: usize,
+    pos0: usize,
+    kd: usize,
+    vd: usize,
+) -> Result<()> {
+    if pos0 + n > kv.n_ctx {
+        return Err(Error::Invalid(format!(
+            "positions {pos0}..{} do not fit in a context of {}",
+            pos0 + n,
+            kv.n_ctx
+        )));
+    }
+    let quantize = quant::scalar(kv.ty)
+        .and_then(|k| k.quantize)
+        .ok_or_else(|| Error::Unsupported(format!("KV cache type {}", kv.ty)))?;
+    let (kr, vr) = (kv.k_row, kv.v_row);
+    for t in 0..n {
+        let p = pos0 + t;
+        quantize(
+            &k[t * kd..(t + 1) * kd],
+            &mut kv.k[il][p * kr..(p + 1) * kr],
+            None,
+        );
+        quantize(
+            &v[t * vd..(t + 1) * vd],
+            &mut kv.v[il][p * vr..(p + 1) * vr],
+            None,
+        );
+    }
+    Ok(())
+}
+
+/// Grouped-query attention of the `n` queries in `st.q` over the cache of layer `il`, with the
+/// causal mask and, on sliding-window layers, the window. As ggml without flash attention:
+/// each query head is converted to the K cache's dot type for KQ, the softmax runs in f32, and
+/// the weights are converted to F16 before they meet an F16 V.
+fn attention(
+    c: &Config,
+    il: usize,
+    st: &mut State,
+    kv: &KvCache,
+    n: usize,
+    pos0: usize,
+) -> Result<()> {
+    let (hk, hv) = (c.head_dim_k, c.head_dim_v);
+    let qd = c.q_dim();
+    let group = c.n_head / c.n_head_kv;
+    let kq_scale = if c.scale_q { 1.0 } else { c.attn_scale };
+    let window = if c.is_swa(il) { c.sliding_window } else { None };
+    let kern = quant::scalar(kv.ty)
+        .ok_or_else(|| Error::Unsupported(format!("KV cache type {}", kv.ty)))?;
+    let (vec_dot, deq) = match (kern.vec_dot, kern.dequantize) {
+        (Some(d), Some(q)) => (d, q),
+        _ => return Err(Error::Unsupported(format!("KV cache type {}", kv.ty))),
+    };
+    let to_dot = quant::scalar(kern.dot_type)
+        .and_then(|k| k.quantize)
+        .ok_or_else(|| Error::Unsupported(format!("quantizing queries to {}", kern.dot_type)))?;
+    let n_ctx = kv.n_ctx;
+    let qdot_bytes = st.q_dot.len() / c.n_head;
+    let (k_cache, v_cache) = (&kv.k[il], &kv.v[il]);
+    let (k_row, k_head, v_row, v_head) = (kv.k_row, kv.k_head, kv.v_row, kv.v_head);
+    let v_f16 = kv.ty == GgmlType::F16;
+    let q = &st.q;
+
+    st.att_h[..c.n_head * n * hv]
+        .par_chunks_mut(n * hv)
+        .zip(st.scores.par_chunks_mut(n_ctx))
+        .zip(st.q_dot.par_chunks_mut(qdot_bytes))
+        .zip(st.v_row.par_chunks_mut(hv))
+        .zip(st.q_h.par_chunks_mut(hk))
+        .enumerate()
+        .for_each(|(h, ((((out_h, scores), q_dot), v_tmp), q_h))| {
+            let g = h / group;
+            for t in 0..n {
+                let pos = pos0 + t;
+                let lo = match window {
+                    // ggml masks key positions p0 with pos - p0 >= window.
+                    Some(w) => (pos + 1).saturating_sub(w),
+                    None => 0,
+                };
+                let s = &mut scores[..pos + 1 - lo];
+                let qh = &q[t * qd + h * hk..t * qd + (h + 1) * hk];
+                if v_f16 {
+                    // Q meets an F16 K as F16 (ggml converts src1 to the dot type).
+                    for (a, &b) in q_h.iter_mut().zip(qh) {
+                        *a = f16::from_f32(b).to_f32();
+                    }
+                } else {
+                    to_dot(qh, q_dot, None);
+                }
+                for (i, j) in (lo..=pos).enumerate() {
+                    let kh = &k_cache[j * k_row + g * k_head..j * k_row + (g + 1) * k_head];
+                    s[i] = if v_f16 {
+                        fast::dot_f16_f32(kh, q_h)
+                    } else {
+                        vec_dot(hk, kh, q_dot)
+                    } * kq_scale;
+                }
+                cpu::softmax(s);
+                let out = &mut out_h[t * hv..(t + 1) * hv];
+                out.fill(0.0);
+                for (i, j) in (lo..=pos).enumerate() {
+                    let vh = &v_cache[j * v_row + g * v_head..j * v_row + (g + 1) * v_head];
+                    if v_f16 {
+                        fast::axpy_f16(out, f16::from_f32(s[i]).to_f32(), vh);
+                    } else {
+                        deq(vh, v_tmp);
+                        let p = s[i];
+                        for (o, &x) in out.iter_mut().zip(v_tmp.iter()) {
+                            *o += p * x;
+                        }
+                    }
+                }
+            }
+        });
+
+    // head-major -> token-major: att[t, h*hv + d] = att_h[h, t, d]
+    for h in 0..c.n_head {
+        for t in 0..n {
+            let src = &st.att_h[(h * n + t) * hv..(h * n + t + 1) * hv];
+            let ad = c.n_head * hv;
+            st.att[t * ad + h * hv..t * ad + (h + 1) * hv].copy_from_slice(src);
+        }
+    }
+    Ok(())
+}
+
+/// Logits of the rows `rows` of `st.x` (indices into the batch), into `st.logits`.
+pub fn output(
+    c: &Config,
+    st: &mut State,
+    norm: &[f32],
+    w: &WeightView,
+    rows: std::ops::Range<usize>,
+) -> Result<()> {
+    let m = rows.len();
+    if m > st.n_out {
+        return Err(Error::Invalid(format!(
+            "{m} logit rows requested, buffers hold {}",
+            st.n_out
+        )));
+    }
+    let dim = c.dim;
+    cpu::rms_norm(
+        &mut st.out_x[..m * dim],
+        &st.x[rows.start * dim..rows.end * dim],
+        norm,
+        c.norm_eps,
+    );
+    matmul(
+        &mut st.logits[..m * c.n_vocab],
+        &st.out_x[..m * dim],
+        w,
+        m,
+        &mut st.act,
+    )?;
+    if let Some(cap) = c.final_logit_softcap {
+        for l in &mut st.logits[..m * c.n_vocab] {
+            *l = cap * (*l / cap).tanh();
+        }
+    }
+    Ok(())
+}
