@@ -1,7 +1,9 @@
 //! One module per subcommand: its arguments and the code that prints its output.
 
+pub mod bench;
 pub mod check_reference;
 pub mod info;
 pub mod inspect;
+pub mod profile;
 pub mod quantize;
 pub mod tokenize;
