@@ -251,6 +251,66 @@ fn model_weights_error() {
 }
 
 #[test]
+fn perplexity_and_kl_of_requantized_models() {
+    let dir = std::env::temp_dir().join(format!("strait-profile-ppl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text_path = dir.join("text.txt");
+    let words = [
+        "the", "river", "runs", "past", "a", "mill", "where", "grain", "is", "ground",
+    ];
+    let text: Vec<String> = (0..400)
+        .map(|i| words[(i * 7 + i / 3) % words.len()].to_string())
+        .collect();
+    std::fs::write(&text_path, text.join(" ")).unwrap();
+    let m = common::reference("models/tiny-qwen2-q4_k_m.gguf");
+    let mut args = vec!["profile", "-o", "json", "--types", "Q8_0,Q4_0,IQ2_XXS"];
+    args.extend(QUICK);
+    args.extend(["--model", m.to_str().unwrap(), "--model-rows", "2"]);
+    args.extend([
+        "--perplexity",
+        text_path.to_str().unwrap(),
+        "--chunks",
+        "2",
+        "--ctx",
+        "32",
+    ]);
+    let doc: Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(doc["perplexity_chunks"], serde_json::json!([2, 32]));
+    let base = doc["perplexity_base"].as_f64().unwrap();
+    assert!(base > 1.0, "{base}");
+    let q = |ty: &str| find(&doc, ty)["quality"].clone();
+    let (q8, q4) = (q("Q8_0"), q("Q4_0"));
+    for x in [&q8, &q4] {
+        assert!(x["perplexity"].as_f64().unwrap() > 1.0);
+    }
+    let kl8 = q8["kl_divergence"].as_f64().unwrap();
+    let kl4 = q4["kl_divergence"].as_f64().unwrap();
+    assert!(kl8 > 0.0 && kl8 < kl4, "KL Q8_0 {kl8}, Q4_0 {kl4}");
+    // Q8_0 barely moves the distributions: its perplexity is within 5% of the base.
+    let p8 = q8["perplexity"].as_f64().unwrap();
+    assert!((p8 / base - 1.0).abs() < 0.05, "{p8} vs {base}");
+    let iq2 = find(&doc, "IQ2_XXS");
+    assert!(iq2["quality"].is_null());
+    assert!(iq2["note"]
+        .as_str()
+        .unwrap()
+        .contains("needs an importance matrix"));
+    // The requantized files are removed.
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("strait-profile-")
+                && e.file_name().to_string_lossy().ends_with(".gguf")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bad_arguments_are_errors() {
     assert!(fail(&["profile", "--types", "Q4_0,Q9_9"]).contains("unknown type \"Q9_9\""));
     assert!(fail(&["profile", "--row-len", "100"]).contains("multiple of 256"));

@@ -111,6 +111,17 @@ pub fn run(args: Args) -> Result<()> {
                 m.gpu.as_deref().unwrap_or("none")
             );
             println!("features: {}", m.features.join(" "));
+            if let Some(l) = m.load_average {
+                println!(
+                    "load average at the start: {l:.2} on {} logical CPUs{}",
+                    m.logical_cpus,
+                    if l > 0.5 * m.logical_cpus as f64 {
+                        " (the machine was busy: figures are lower than on an idle machine)"
+                    } else {
+                        ""
+                    }
+                );
+            }
             println!();
             let (head, rows) = bench::table(&results);
             print!("{}", profile::markdown(&head, &rows));

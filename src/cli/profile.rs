@@ -50,6 +50,12 @@ pub struct Args {
     /// Chunks of the text used for perplexity
     #[arg(long, default_value_t = 4)]
     chunks: usize,
+    /// Tokens per perplexity chunk (the second half of each is scored)
+    #[arg(long, default_value_t = 128)]
+    ctx: usize,
+    /// Threads for requantizing and perplexity (0: every logical CPU)
+    #[arg(short, long, default_value_t = 0)]
+    threads: usize,
 }
 
 fn parse_types(names: &[String]) -> Result<Vec<GgmlType>> {
@@ -79,15 +85,14 @@ pub fn run(args: Args) -> Result<()> {
         time: Duration::from_millis(args.time_ms),
         ..Options::default()
     };
-    if args.perplexity.is_some() {
-        if args.model.is_none() {
-            return Err(Error::Invalid("--perplexity needs --model".into()));
-        }
-        return Err(Error::Unsupported(
-            "--perplexity: this build has no perplexity evaluation yet".into(),
-        ));
-    }
-    let _ = args.chunks;
+    let text = match (&args.perplexity, &args.model) {
+        (Some(_), None) => return Err(Error::Invalid("--perplexity needs --model".into())),
+        (Some(path), Some(_)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?,
+        ),
+        _ => None,
+    };
     let file = args.model.as_ref().map(GgufFile::open).transpose()?;
     let name = args.model.as_ref().map(|p| {
         p.file_name().map_or_else(
@@ -103,8 +108,22 @@ pub fn run(args: Args) -> Result<()> {
         eprint!("\rprofiling {ty:<8}");
         let _ = std::io::stderr().flush();
     };
-    let p = profile::run(&opts, model, &mut progress)?;
-    eprintln!("\r{:<20}", "");
+    let mut p = profile::run(&opts, model, &mut progress)?;
+    if let (Some(text), Some(path)) = (&text, &args.model) {
+        let q = profile::QualityOptions {
+            model: path,
+            text,
+            n_ctx: args.ctx,
+            chunks: args.chunks,
+            threads: args.threads,
+            tmp_dir: &std::env::temp_dir(),
+        };
+        profile::add_quality(&mut p, &q, &mut |what| {
+            eprint!("\rperplexity {what:<12}");
+            let _ = std::io::stderr().flush();
+        })?;
+    }
+    eprintln!("\r{:<24}", "");
     match args.output {
         Format::Json => println!(
             "{}",
@@ -139,6 +158,12 @@ pub fn run(args: Args) -> Result<()> {
             println!();
             let (head, rows) = p.table();
             print!("{}", profile::markdown(&head, &rows));
+            if let (Some(ppl), Some((n, ctx))) = (p.perplexity_base, p.perplexity_chunks) {
+                println!(
+                    "perplexity of the model as given: {ppl:.4} ({n} chunks of {ctx} tokens); \
+                     mean KL divergence of each format from it"
+                );
+            }
             for s in &p.model_tensors_skipped {
                 println!("tensor skipped: {s}");
             }

@@ -20,6 +20,17 @@ pub struct Machine {
     pub selected: &'static str,
     /// The GPU used, if any.
     pub gpu: Option<String>,
+    /// The 1-minute load average when the run started (other work on the machine).
+    pub load_average: Option<f64>,
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn cpu_model() -> String {
@@ -53,6 +64,7 @@ impl Machine {
             paths: arch::supported().iter().map(|p| p.name()).collect(),
             selected: arch::selected().name(),
             gpu: None,
+            load_average: load_average(),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod accuracy;
 pub mod bench;
 pub mod machine;
+pub mod quality;
 pub mod rng;
 pub mod speed;
 pub mod svg;
@@ -105,7 +106,6 @@ impl From<&ErrorStats> for ErrorFigures {
 #[derive(Clone, Copy, Debug, Serialize, PartialEq)]
 pub struct ModelQuality {
     pub perplexity: f64,
-    pub perplexity_base: f64,
     /// Mean KL divergence of the format's token distributions from the base model's.
     pub kl_divergence: f64,
 }
@@ -146,6 +146,10 @@ pub struct Profile {
     pub model: Option<String>,
     pub model_tensors: usize,
     pub model_tensors_skipped: Vec<String>,
+    /// Perplexity of the model as given, when quality was measured.
+    pub perplexity_base: Option<f64>,
+    /// Chunks of how many tokens the perplexity was measured on.
+    pub perplexity_chunks: Option<(usize, usize)>,
     pub formats: Vec<FormatProfile>,
 }
 
@@ -216,8 +220,69 @@ pub fn run(
         model: model.map(|(name, _)| name.to_string()),
         model_tensors: rows.as_ref().map_or(0, |r| r.tensors.len()),
         model_tensors_skipped: rows.map(|r| r.skipped).unwrap_or_default(),
+        perplexity_base: None,
+        perplexity_chunks: None,
         formats,
     })
+}
+
+/// How quality is measured: the model file, the text, chunk size and count, threads.
+pub struct QualityOptions<'a> {
+    pub model: &'a std::path::Path,
+    pub text: &'a str,
+    pub n_ctx: usize,
+    pub chunks: usize,
+    pub threads: usize,
+    /// Where the requantized models are written (each removed after use).
+    pub tmp_dir: &'a std::path::Path,
+}
+
+/// Adds perplexity and KL divergence to every measured format of `p`: the model is
+/// requantized to each format and scored against the model as given. A format that cannot
+/// be made gets a note instead.
+pub fn add_quality(
+    p: &mut Profile,
+    q: &QualityOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let base = crate::engine::Model::load(q.model)?;
+    let chunks = quality::chunks(&base, q.text, q.n_ctx, q.chunks)?;
+    progress("base model");
+    let scored = quality::score(&base, &chunks, q.threads, None, true)?;
+    let base_lp = scored.logprobs.unwrap_or_default();
+    p.perplexity_base = Some(scored.perplexity);
+    p.perplexity_chunks = Some((chunks.len(), q.n_ctx));
+    for f in p.formats.iter_mut().filter(|f| f.skipped.is_none()) {
+        let Some(ty) = GgmlType::from_name(&f.ty) else {
+            continue;
+        };
+        progress(&f.ty);
+        let needs = quality::mix_for(ty).is_some_and(|m| {
+            crate::quantize::select::requires_imatrix("blk.0.ffn_down.weight", ty, m)
+        });
+        let made = if needs {
+            Err(format!("the {ty} model needs an importance matrix"))
+        } else {
+            quality::requantize(&base.file, ty, q.tmp_dir, q.threads).map_err(|e| e.to_string())
+        };
+        let path = match made {
+            Ok(path) => path,
+            Err(e) => {
+                let why = format!("no perplexity: {e}");
+                f.note = Some(f.note.take().map_or(why.clone(), |n| format!("{n}; {why}")));
+                continue;
+            }
+        };
+        let result = crate::engine::Model::load(&path)
+            .and_then(|m| quality::score(&m, &chunks, q.threads, Some(&base_lp), false));
+        let _ = std::fs::remove_file(&path);
+        let s = result?;
+        f.quality = Some(ModelQuality {
+            perplexity: s.perplexity,
+            kl_divergence: s.kl_divergence.unwrap_or(0.0),
+        });
+    }
+    Ok(())
 }
 
 fn opt(v: Option<f64>, prec: usize) -> String {
