@@ -32,6 +32,16 @@ fn check_case(model: &Model, case: &Value) -> Stats {
         .collect();
     let positions = case["positions"].as_array().unwrap();
     assert_eq!(positions.len(), tokens.len());
+    // The tokenizer gives llama.cpp's ids (BOS as the model asks, special tokens not parsed).
+    let tok = strait::tokenizer::Tokenizer::from_gguf(&model.file).unwrap();
+    let ids = tok
+        .encode(case["prompt"].as_str().unwrap(), true, false)
+        .unwrap();
+    assert_eq!(
+        ids, tokens,
+        "{} {}: token ids",
+        case["model"], case["prompt_name"]
+    );
     let opts = options_for(&model.config, tokens.len(), 0);
     let mut engine = Engine::new(model, &opts).unwrap();
     let ref_top1: Vec<u32> = positions

@@ -6,4 +6,7 @@ pub mod info;
 pub mod inspect;
 pub mod profile;
 pub mod quantize;
+pub mod logits;
+pub mod perplexity;
+pub mod run;
 pub mod tokenize;

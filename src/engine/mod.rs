@@ -3,10 +3,12 @@
 //! [`Model`] owns the mapped file and its resolved tensors; an [`Engine`] holds everything a
 //! sequence needs (KV cache, buffers, threads), allocated before the first token.
 
+pub mod chat;
 pub mod forward;
 pub mod generate;
 pub mod kv;
 pub mod logits;
+pub mod perplexity;
 
 pub use forward::{forward_layer, State};
 pub use kv::KvCache;
