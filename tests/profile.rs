@@ -318,3 +318,39 @@ fn bad_arguments_are_errors() {
     assert!(fail(&["profile", "--model", "/nonexistent.gguf"]).contains("/nonexistent.gguf"));
     assert!(fail(&["profile", "--perplexity", "x.txt"]).contains("needs --model"));
 }
+
+/// The quality pass scores the same positions as `strait perplexity` and gets its number.
+#[test]
+fn quality_perplexity_equals_the_engine_perplexity() {
+    use strait::engine::{perplexity::perplexity, Engine, Model, Options};
+    use strait::profile::quality;
+    let model = Model::load(common::reference("models/tiny-llama3-q3_k_m.gguf")).unwrap();
+    let text = "Free software is a matter of liberty, not price. ".repeat(12);
+    let chunks = quality::chunks(&model, &text, 24, 3).unwrap();
+    assert_eq!(chunks.len(), 3);
+    let ours = quality::score(&model, &chunks, 1, None, true).unwrap();
+    let tok = strait::tokenizer::Tokenizer::from_gguf(&model.file).unwrap();
+    let tokens = tok.encode(&text, true, false).unwrap();
+    let opts = Options {
+        n_ctx: 24,
+        n_ubatch: 24,
+        all_logits: true,
+        threads: 1,
+        ..Options::default()
+    };
+    let mut engine = Engine::new(&model, &opts).unwrap();
+    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let r = perplexity(&mut engine, &tokens[..3 * 24], 24, bos, |_, _| {}).unwrap();
+    assert_eq!(r.scored, 3 * 11);
+    assert!(
+        (ours.perplexity / r.ppl - 1.0).abs() < 1e-6,
+        "{} vs {}",
+        ours.perplexity,
+        r.ppl
+    );
+    // Its own distributions against themselves: no divergence.
+    let lp = ours.logprobs.unwrap();
+    assert_eq!(lp.len(), 3 * 11 * model.config.n_vocab);
+    let again = quality::score(&model, &chunks, 1, Some(&lp), false).unwrap();
+    assert!(again.kl_divergence.unwrap().abs() < 1e-6);
+}

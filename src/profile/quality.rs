@@ -1,7 +1,8 @@
 //! Model quality of a requantized model against its base: perplexity on a text, and the mean
-//! KL divergence of its next-token distributions from the base model's, as llama-perplexity
-//! computes them (chunks of `n_ctx` tokens, the first token of each chunk BOS where the model
-//! adds one, the second half of each chunk scored).
+//! KL divergence of its next-token distributions from the base model's. The positions and the
+//! sums are those of [`engine::perplexity`](crate::engine::perplexity) (llama-perplexity's
+//! chunks, the second half of each scored), which gives the same perplexity; this pass also
+//! keeps the log-probabilities the KL divergence needs.
 
 use crate::engine::{logits::options_for, Engine, Model, Outputs};
 use crate::error::{Error, Result};
@@ -19,7 +20,7 @@ pub fn chunks(model: &Model, text: &str, n_ctx: usize, max_chunks: usize) -> Res
         )));
     }
     let tok = Tokenizer::from_gguf(&model.file)?;
-    let ids = tok.encode(text, false, false)?;
+    let ids = tok.encode(text, true, false)?;
     let n = (ids.len() / n_ctx).min(max_chunks);
     if n == 0 {
         return Err(Error::Invalid(format!(
@@ -41,14 +42,16 @@ pub fn chunks(model: &Model, text: &str, n_ctx: usize, max_chunks: usize) -> Res
         .collect())
 }
 
-/// Log-softmax of `logits` into `out`, in double precision sums.
-fn log_softmax(logits: &[f32], out: &mut [f32]) {
+/// Log-softmax of `logits` into `out`, with sums in double precision as
+/// `engine::perplexity` makes them; returns the logsumexp.
+fn log_softmax(logits: &[f32], out: &mut [f32]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
     let lse = max + sum.ln();
     for (o, &l) in out.iter_mut().zip(logits) {
         *o = (l as f64 - lse) as f32;
     }
+    lse
 }
 
 /// What one model scored.
@@ -98,9 +101,9 @@ pub fn score(
                 err = Some(format!("{} logits, the vocabulary has {v}", logits.len()));
                 return;
             }
-            log_softmax(logits, &mut lp);
+            let lse = log_softmax(logits, &mut lp);
             let target = chunk[i + 1] as usize;
-            nll -= lp.get(target).copied().unwrap_or(f32::NEG_INFINITY) as f64;
+            nll += lse - logits.get(target).copied().unwrap_or(f32::NEG_INFINITY) as f64;
             if let Some(b) = base {
                 let b = &b[p * v..(p + 1) * v];
                 kl += b
