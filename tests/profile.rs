@@ -236,7 +236,14 @@ fn model_weights_error() {
     let mut args = vec!["profile", "-o", "json", "--types", "Q4_0,Q8_0,Q4_K"];
     args.extend(QUICK);
     args.extend(["--model", m.to_str().unwrap(), "--model-rows", "4"]);
+    let svg = std::env::temp_dir().join(format!("strait-profile-model-{}.svg", std::process::id()));
+    args.extend(["--svg", svg.to_str().unwrap()]);
     let doc: Value = serde_json::from_str(&ok(&args)).unwrap();
+    // Three panels: gaussian error, the model's error, speed.
+    let text = std::fs::read_to_string(&svg).unwrap();
+    std::fs::remove_file(&svg).unwrap();
+    assert_eq!(check_xml(&text).get("point"), Some(&9));
+    assert!(text.contains("Quantization error, tiny-llama3-q3_k_m"));
     assert_eq!(doc["model"], "tiny-llama3-q3_k_m.gguf");
     // 4 layers of 7 matrices, the embedding and the output matrix.
     assert_eq!(doc["model_tensors"], 30);

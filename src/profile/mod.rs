@@ -382,24 +382,26 @@ impl Profile {
                 })
                 .collect()
         };
-        let (err_src, err) = match self.model {
-            Some(_) => ("model weights", pts(&|p| p.model.map(|m| m.relative))),
-            None => ("gaussian rows", pts(&|p| p.gaussian.map(|g| g.relative))),
+        let err_panel = |source: &str, points| svg::Panel {
+            title: format!("Quantization error, {source}"),
+            x_label: "bits per weight".into(),
+            y_label: "relative RMS error ‖x − dq(q(x))‖ / ‖x‖".into(),
+            points,
         };
-        let panels = [
-            svg::Panel {
-                title: format!("Quantization error ({err_src})"),
-                x_label: "bits per weight".into(),
-                y_label: "relative RMS error ‖x − dq(q(x))‖ / ‖x‖".into(),
-                points: err,
-            },
-            svg::Panel {
-                title: "Dot-product speed (fastest kernel path)".into(),
-                x_label: "bits per weight".into(),
-                y_label: "GB/s of weights, one thread".into(),
-                points: pts(&|p| p.best_dot()),
-            },
-        ];
+        let mut panels = vec![err_panel(
+            "gaussian rows",
+            pts(&|p| p.gaussian.map(|g| g.relative)),
+        )];
+        if let Some(m) = &self.model {
+            let short = m.trim_end_matches(".gguf");
+            panels.push(err_panel(short, pts(&|p| p.model.map(|m| m.relative))));
+        }
+        panels.push(svg::Panel {
+            title: "Dot-product speed (fastest kernel path)".into(),
+            x_label: "bits per weight".into(),
+            y_label: "GB/s of weights, one thread".into(),
+            points: pts(&|p| p.best_dot()),
+        });
         let skipped: Vec<&str> = self
             .formats
             .iter()
