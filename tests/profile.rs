@@ -239,11 +239,13 @@ fn model_weights_error() {
     let svg = std::env::temp_dir().join(format!("strait-profile-model-{}.svg", std::process::id()));
     args.extend(["--svg", svg.to_str().unwrap()]);
     let doc: Value = serde_json::from_str(&ok(&args)).unwrap();
-    // Three panels: gaussian error, the model's error, speed.
+    // Three panels: gaussian error, the model's error, speed. Q4_K reproduces the model's
+    // Q4_K tensors exactly: its zero error is a hollow point on the bottom edge.
     let text = std::fs::read_to_string(&svg).unwrap();
     std::fs::remove_file(&svg).unwrap();
     assert_eq!(check_xml(&text).get("point"), Some(&9));
     assert!(text.contains("Quantization error, tiny-llama3-q3_k_m"));
+    assert!(text.contains(">Q4_K (0)</text>"));
     assert_eq!(doc["model"], "tiny-llama3-q3_k_m.gguf");
     // 4 layers of 7 matrices, the embedding and the output matrix.
     assert_eq!(doc["model_tensors"], 30);
@@ -255,6 +257,7 @@ fn model_weights_error() {
     let q4k = find(&doc, "Q4_K");
     assert_eq!(q4k["model_tensors_unfit"], 26);
     assert_eq!(q4k["model"]["values"], 4 * 4 * 256);
+    assert_eq!(q4k["model"]["relative"], 0.0);
 }
 
 #[test]

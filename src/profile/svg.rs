@@ -157,24 +157,36 @@ fn panel(out: &mut String, p: &Panel, ox: f64) {
     );
     // Points first, then labels placed greedily around them, away from points and labels.
     let mut placed: Boxes = Vec::new();
+    // A value of exactly 0 (a format that reproduces the data) has no place on a log axis: it
+    // sits on the bottom edge as a hollow point.
     let mut pts: Vec<(f64, f64, &Point)> = p
         .points
         .iter()
-        .filter(|q| q.x > 0.0 && q.y > 0.0 && q.x.is_finite() && q.y.is_finite())
-        .map(|q| (px(q.x), py(q.y), q))
+        .filter(|q| q.x > 0.0 && q.y >= 0.0 && q.x.is_finite() && q.y.is_finite())
+        .map(|q| (px(q.x), if q.y > 0.0 { py(q.y) } else { y0 + h }, q))
         .collect();
     for &(x, y, q) in &pts {
+        let color = COLORS[q.series % COLORS.len()];
+        let (fill, stroke) = if q.y > 0.0 {
+            (color, "#222222")
+        } else {
+            ("none", color)
+        };
         let _ = writeln!(
             out,
-            r##"<circle class="point" data-label="{}" cx="{x:.1}" cy="{y:.1}" r="4" fill="{}" stroke="#222222" stroke-width="0.6"/>"##,
+            r##"<circle class="point" data-label="{}" cx="{x:.1}" cy="{y:.1}" r="4" fill="{fill}" stroke="{stroke}" stroke-width="1.2"/>"##,
             esc(&q.label),
-            COLORS[q.series % COLORS.len()]
         );
         placed.push((x - 4.0, y - 4.0, x + 4.0, y + 4.0));
     }
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (x, y, q) in pts {
-        let tw = q.label.len() as f64 * FONT * 0.62;
+        let text = if q.y > 0.0 {
+            q.label.clone()
+        } else {
+            format!("{} (0)", q.label)
+        };
+        let tw = text.len() as f64 * FONT * 0.62;
         let th = FONT;
         let mut chosen = None;
         'search: for r in [1.0, 1.8, 2.6, 3.4] {
@@ -213,7 +225,7 @@ fn panel(out: &mut String, p: &Panel, ox: f64) {
         let _ = writeln!(
             out,
             r#"<text class="label" x="{lx:.1}" y="{ly:.1}" font-size="{FONT}">{}</text>"#,
-            esc(&q.label)
+            esc(&text)
         );
     }
 }
