@@ -19,42 +19,42 @@ const TYPES: [GgmlType; 7] = [
     GgmlType::IQ3S,
 ];
 
-// Each test names the checks that are still allowed to be skipped: "quantize" where the
-// quantizer is not exact yet, "activation" while there is no Q8_K quantizer.
+// Every check runs: dequantize, quantize with and without the importance matrix, the Q8_K
+// activations and the dot product.
 
 #[test]
 fn iq1_s_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ1S), ["quantize", "activation"]);
+    assert_eq!(check_quant(GgmlType::IQ1S), Vec::<&str>::new());
 }
 
 #[test]
 fn iq1_m_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ1M), ["quantize", "activation"]);
+    assert_eq!(check_quant(GgmlType::IQ1M), Vec::<&str>::new());
 }
 
 #[test]
 fn iq2_xxs_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ2XXS), ["activation"]);
+    assert_eq!(check_quant(GgmlType::IQ2XXS), Vec::<&str>::new());
 }
 
 #[test]
 fn iq2_xs_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ2XS), ["activation"]);
+    assert_eq!(check_quant(GgmlType::IQ2XS), Vec::<&str>::new());
 }
 
 #[test]
 fn iq2_s_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ2S), ["activation"]);
+    assert_eq!(check_quant(GgmlType::IQ2S), Vec::<&str>::new());
 }
 
 #[test]
 fn iq3_xxs_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ3XXS), ["activation"]);
+    assert_eq!(check_quant(GgmlType::IQ3XXS), Vec::<&str>::new());
 }
 
 #[test]
 fn iq3_s_matches_ggml() {
-    assert_eq!(check_quant(GgmlType::IQ3S), ["activation"]);
+    assert_eq!(check_quant(GgmlType::IQ3S), Vec::<&str>::new());
 }
 
 #[test]
@@ -72,6 +72,66 @@ fn block_sizes_match_the_type_table() {
     for (ty, size) in sizes {
         assert_eq!(size, ty.type_size(), "{ty}");
         assert_eq!(ty.block_size(), QK_K, "{ty}");
+    }
+}
+
+/// The quantizers' packed levels (`kgrid_*` of ggml-quants.c) and the dequantizers' grids
+/// (ggml-common.h) are two copies of one lattice: level `l` of coordinate `i` of point `j` must
+/// map to one grid value per level, increasing with the level.
+#[test]
+fn quantizer_grids_agree_with_dequantizer_grids() {
+    use strait::quant::iquants::grids::*;
+    fn check(name: &str, kgrid: &[u16], values: &[Vec<i32>], bits: u32) {
+        assert_eq!(kgrid.len(), values.len(), "{name}");
+        let mut level_value = std::collections::BTreeMap::new();
+        for (j, (&k, v)) in kgrid.iter().zip(values).enumerate() {
+            for (i, &value) in v.iter().enumerate() {
+                let level = (k >> (bits as usize * i)) & ((1 << bits) - 1);
+                let seen = *level_value.entry(level).or_insert(value);
+                assert_eq!(seen, value, "{name}: point {j}, coordinate {i}");
+            }
+        }
+        let values: Vec<i32> = level_value.values().copied().collect();
+        assert!(values.windows(2).all(|w| w[0] < w[1]), "{name}: {values:?}");
+    }
+    let bytes8 = |g: &[u64], signed: bool| -> Vec<Vec<i32>> {
+        g.iter()
+            .map(|&v| {
+                v.to_le_bytes()
+                    .iter()
+                    .map(|&b| if signed { b as i8 as i32 } else { b as i32 })
+                    .collect()
+            })
+            .collect()
+    };
+    let bytes4 = |g: &[u32]| -> Vec<Vec<i32>> {
+        g.iter()
+            .map(|&v| v.to_le_bytes().iter().map(|&b| b as i32).collect())
+            .collect()
+    };
+    check("iq2xxs", &KGRID_IQ2XXS, &bytes8(&IQ2XXS_GRID, false), 2);
+    check("iq2xs", &KGRID_IQ2XS, &bytes8(&IQ2XS_GRID, false), 2);
+    check("iq2s", &KGRID_IQ2S, &bytes8(&IQ2S_GRID, false), 2);
+    check("iq1s", &KGRID_IQ1S, &bytes8(&IQ1S_GRID, true), 2);
+    check("iq3xxs", &KGRID_IQ3XXS, &bytes4(&IQ3XXS_GRID), 3);
+    check("iq3s", &KGRID_IQ3S, &bytes4(&IQ3S_GRID), 3);
+}
+
+/// IQ2_XXS, IQ2_XS and IQ1_S, which ggml only quantizes with an importance matrix, take a
+/// missing one as a flat one.
+#[test]
+fn missing_importance_matrix_is_flat() {
+    let x: Vec<f32> = (0..2 * QK_K)
+        .map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * (1.0 + (i % 13) as f32))
+        .collect();
+    let ones = vec![1f32; x.len()];
+    for ty in [GgmlType::IQ2XXS, GgmlType::IQ2XS, GgmlType::IQ1S] {
+        let bytes = ty.row_bytes(x.len() as u64).unwrap() as usize;
+        let (mut plain, mut flat) = (vec![0u8; bytes], vec![0u8; bytes]);
+        strait::quant::quantize_row(ty, &x, &mut plain, None).unwrap();
+        strait::quant::quantize_row(ty, &x, &mut flat, Some(&ones)).unwrap();
+        assert_eq!(plain, flat, "{ty}");
+        assert!(plain.iter().any(|&b| b != 0), "{ty}");
     }
 }
 
@@ -140,6 +200,31 @@ fn any_row() -> impl Strategy<Value = (GgmlType, Vec<u8>, Vec<u8>, Vec<f64>)> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any input, NaN and infinities included, quantizes without a panic; finite input of
+    /// moderate size comes back finite.
+    #[test]
+    fn quantize_takes_any_input(
+        ty in prop::sample::select(TYPES.to_vec()),
+        x in prop::collection::vec(
+            prop_oneof![
+                8 => -100f32..100.0,
+                1 => Just(0f32),
+                1 => prop::num::f32::ANY,
+            ],
+            QK_K,
+        ),
+        with_imatrix in any::<bool>(),
+    ) {
+        let w: Vec<f32> = x.iter().map(|v| (v * 0.37).abs().fract() + 0.01).collect();
+        let mut q = vec![0u8; ty.type_size()];
+        strait::quant::quantize_row(ty, &x, &mut q, with_imatrix.then_some(&w[..])).unwrap();
+        let mut dq = vec![0f32; QK_K];
+        strait::quant::dequantize_row(ty, &q, &mut dq).unwrap();
+        if x.iter().all(|v| v.abs() <= 100.0) {
+            prop_assert!(dq.iter().all(|v| v.is_finite()), "{ty}: {dq:?}");
+        }
+    }
 
     #[test]
     fn vec_dot_is_the_dot_of_the_dequantized_values((ty, x, y, yv) in any_row()) {

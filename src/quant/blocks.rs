@@ -29,51 +29,48 @@ impl std::fmt::Debug for F16 {
     }
 }
 
-/// An f32 stored as four little-endian bytes.
-#[derive(Clone, Copy, Default, PartialEq, Pod, Zeroable)]
-#[repr(transparent)]
-pub struct F32Le(pub [u8; 4]);
+/// A little-endian scalar field with alignment 1: `get` reads it, `new` writes it.
+macro_rules! le_field {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, $n:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Default, PartialEq, Pod, Zeroable)]
+        #[repr(transparent)]
+        pub struct $name(pub [u8; $n]);
 
-impl F32Le {
-    #[inline]
-    pub fn get(self) -> f32 {
-        f32::from_le_bytes(self.0)
-    }
+        impl $name {
+            #[inline]
+            pub fn get(self) -> $ty {
+                <$ty>::from_le_bytes(self.0)
+            }
 
-    #[inline]
-    pub fn new(x: f32) -> F32Le {
-        F32Le(x.to_le_bytes())
-    }
+            #[inline]
+            pub fn new(x: $ty) -> $name {
+                $name(x.to_le_bytes())
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.get())
+            }
+        }
+    };
 }
 
-impl std::fmt::Debug for F32Le {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.get())
-    }
-}
-
-/// An i16 stored as two little-endian bytes.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
-#[repr(transparent)]
-pub struct I16Le(pub [u8; 2]);
-
-impl I16Le {
-    #[inline]
-    pub fn get(self) -> i16 {
-        i16::from_le_bytes(self.0)
-    }
-
-    #[inline]
-    pub fn new(x: i16) -> I16Le {
-        I16Le(x.to_le_bytes())
-    }
-}
-
-impl std::fmt::Debug for I16Le {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.get())
-    }
-}
+le_field!(
+    /// An f32 stored as four little-endian bytes.
+    F32Le, f32, 4
+);
+le_field!(
+    /// An i16 stored as two little-endian bytes.
+    I16Le, i16, 2
+);
+le_field!(
+    /// A u16 stored as two little-endian bytes (`uint16_t` fields of the blocks).
+    U16Le, u16, 2
+);
+impl Eq for I16Le {}
+impl Eq for U16Le {}
 
 /// A quant block: its ggml type and the type its dot product takes as activations.
 pub trait QuantBlock: Pod {

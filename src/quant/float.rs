@@ -78,19 +78,11 @@ impl QuantBlock for F32 {
 }
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
-    let (dequantize, quantize, vec_dot): (super::DequantizeFn, super::QuantizeFn, super::VecDotFn) =
-        match ty {
-            GgmlType::F32 => (dequantize_f32, quantize_f32, vec_dot_f32),
-            GgmlType::F16 => (dequantize_f16, quantize_f16, vec_dot_f16),
-            GgmlType::BF16 => (dequantize_bf16, quantize_bf16, vec_dot_bf16),
-            _ => return None,
-        };
-    Some(Kernels {
-        ty,
-        dot_type: ty,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot: Some(vec_dot),
+    Some(match ty {
+        GgmlType::F32 => Kernels::of::<F32>(dequantize_f32, quantize_f32, Some(vec_dot_f32)),
+        GgmlType::F16 => Kernels::of::<F16>(dequantize_f16, quantize_f16, Some(vec_dot_f16)),
+        GgmlType::BF16 => Kernels::of::<BF16>(dequantize_bf16, quantize_bf16, Some(vec_dot_bf16)),
+        _ => return None,
     })
 }
 

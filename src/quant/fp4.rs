@@ -4,7 +4,7 @@
 //! conversions of ggml-impl.h and `ggml_vec_dot_{mxfp4,nvfp4}_q8_0_generic`.
 
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8_0, QuantBlock};
-use super::legacy::c_int;
+use super::common::{abs_max, c_int};
 use super::{GgmlType, Kernels};
 use bytemuck::{Pod, Zeroable};
 
@@ -44,18 +44,14 @@ impl QuantBlock for BlockNvfp4 {
 }
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
-    let (dequantize, quantize, vec_dot): (super::DequantizeFn, super::QuantizeFn, super::VecDotFn) =
-        match ty {
-            GgmlType::MXFP4 => (dequantize_mxfp4, quantize_mxfp4, vec_dot_mxfp4_q8_0),
-            GgmlType::NVFP4 => (dequantize_nvfp4, quantize_nvfp4, vec_dot_nvfp4_q8_0),
-            _ => return None,
-        };
-    Some(Kernels {
-        ty,
-        dot_type: GgmlType::Q8_0,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot: Some(vec_dot),
+    Some(match ty {
+        GgmlType::MXFP4 => {
+            Kernels::of::<BlockMxfp4>(dequantize_mxfp4, quantize_mxfp4, Some(vec_dot_mxfp4_q8_0))
+        }
+        GgmlType::NVFP4 => {
+            Kernels::of::<BlockNvfp4>(dequantize_nvfp4, quantize_nvfp4, Some(vec_dot_nvfp4_q8_0))
+        }
+        _ => return None,
     })
 }
 
@@ -123,7 +119,8 @@ pub fn fp32_to_ue4m3(x: f32) -> u8 {
 }
 
 /// `best_index_mxfp4`: the code whose value `kvalues[i] * e` is nearest `x`, the first one on
-/// ties.
+/// ties (a linear scan over unsorted codes; `iq4::best_index_int8` bisects a sorted grid and
+/// takes the upper one).
 #[inline]
 fn best_index_mxfp4(x: f32, e: f32) -> u8 {
     let mut best_index = 0;
@@ -145,12 +142,7 @@ fn best_index_mxfp4(x: f32, e: f32) -> u8 {
 fn quantize_mxfp4(x: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     let y: &mut [BlockMxfp4] = as_blocks_mut(dst);
     for (xb, b) in x.chunks_exact(QK_MXFP4).zip(y) {
-        let mut amax = 0f32;
-        for &v in xb {
-            if amax < v.abs() {
-                amax = v.abs();
-            }
-        }
+        let (amax, _) = abs_max(xb);
         // C's `(uint8_t)` of the float takes the low byte of its int conversion.
         let e = if amax > 0.0 {
             c_int(amax.log2().floor() - 2.0 + 127.0) as u8
@@ -203,12 +195,7 @@ fn quantize_nvfp4(x: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     let y: &mut [BlockNvfp4] = as_blocks_mut(dst);
     for (xb, b) in x.chunks_exact(QK_NVFP4).zip(y) {
         for (s, xs) in xb.chunks_exact(QK_NVFP4_SUB).enumerate() {
-            let mut amax = 0f32;
-            for &v in xs {
-                if amax < v.abs() {
-                    amax = v.abs();
-                }
-            }
+            let (amax, _) = abs_max(xs);
             // amax / 6 maps the largest E2M1 value (6) onto amax.
             let ue = fp32_to_ue4m3(amax / 6.0);
             b.d[s] = ue;

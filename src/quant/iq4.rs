@@ -4,8 +4,8 @@
 //! `dequantize_row_iq4_*`) and `ggml_vec_dot_iq4_{nl_q8_0,xs_q8_K}_generic`.
 
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8K, BlockQ8_0, QuantBlock, F16};
+use super::common::{abs_max, imatrix_weights, nearest_int, sum_sq, GROUP_MAX_EPS};
 use super::float::fp32_to_fp16;
-use super::legacy::nearest_int;
 use super::{GgmlType, Kernels, QK_K};
 use bytemuck::{Pod, Zeroable};
 
@@ -48,32 +48,18 @@ impl QuantBlock for BlockIq4Xs {
 }
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
-    let (dot_type, dequantize, quantize, vec_dot): (
-        GgmlType,
-        super::DequantizeFn,
-        super::QuantizeFn,
-        super::VecDotFn,
-    ) = match ty {
-        GgmlType::IQ4NL => (
-            GgmlType::Q8_0,
+    Some(match ty {
+        GgmlType::IQ4NL => Kernels::of::<BlockIq4Nl>(
             dequantize_iq4_nl,
             quantize_iq4_nl,
-            vec_dot_iq4_nl_q8_0,
+            Some(vec_dot_iq4_nl_q8_0),
         ),
-        GgmlType::IQ4XS => (
-            GgmlType::Q8K,
+        GgmlType::IQ4XS => Kernels::of::<BlockIq4Xs>(
             dequantize_iq4_xs,
             quantize_iq4_xs,
-            vec_dot_iq4_xs_q8_k,
+            Some(vec_dot_iq4_xs_q8_k),
         ),
         _ => return None,
-    };
-    Some(Kernels {
-        ty,
-        dot_type,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot: Some(vec_dot),
     })
 }
 
@@ -122,11 +108,7 @@ fn quantize_iq4_impl(x: &[f32], qw: Option<&[f32]>, out: Iq4Out<'_>) {
     let sbs = x.len();
     let nb = sbs / BLOCK;
 
-    let mut sigma2 = 0f32;
-    for &v in x {
-        sigma2 += v * v;
-    }
-    sigma2 *= 2.0 / sbs as f32;
+    let sigma2 = sum_sq(x) * (2.0 / sbs as f32);
 
     out.qs.fill(0);
     *out.d = fp32_to_fp16(0.0);
@@ -139,26 +121,15 @@ fn quantize_iq4_impl(x: &[f32], qw: Option<&[f32]>, out: Iq4Out<'_>) {
         let xb = &x[ib * BLOCK..(ib + 1) * BLOCK];
         let lb = &mut l[ib * BLOCK..(ib + 1) * BLOCK];
         match qw {
-            Some(qw) => {
-                let qw = &qw[ib * BLOCK..(ib + 1) * BLOCK];
-                for j in 0..BLOCK {
-                    weight[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();
-                }
-            }
+            Some(qw) => imatrix_weights(&mut weight, xb, &qw[ib * BLOCK..(ib + 1) * BLOCK], sigma2),
             None => {
                 for j in 0..BLOCK {
                     weight[j] = xb[j] * xb[j];
                 }
             }
         }
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        if amax < 1e-15 {
+        let (amax, max) = abs_max(xb);
+        if amax < GROUP_MAX_EPS {
             scales[ib] = 0.0;
             continue;
         }

@@ -7,6 +7,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8_0, BlockQ8_1, QuantBlock, F16, QK8_0};
+use super::common::{
+    abs_max, c_int, imatrix_weights, make_qkx_quants, make_qx_quants, max_abs, sum_sq, QKX3_SEARCH,
+};
 use super::float::fp32_to_fp16;
 use super::{GgmlType, Kernels};
 use bytemuck::{Pod, Zeroable};
@@ -103,265 +106,18 @@ impl QuantBlock for BlockQ2_0 {
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
     use GgmlType::*;
-    let (dot_type, dequantize, quantize, vec_dot): (
-        GgmlType,
-        super::DequantizeFn,
-        super::QuantizeFn,
-        Option<super::VecDotFn>,
-    ) = match ty {
-        Q4_0 => (
-            Q8_0,
-            dequantize_q4_0,
-            quantize_q4_0,
-            Some(vec_dot_q4_0_q8_0),
-        ),
-        Q4_1 => (
-            Q8_1,
-            dequantize_q4_1,
-            quantize_q4_1,
-            Some(vec_dot_q4_1_q8_1),
-        ),
-        Q5_0 => (
-            Q8_0,
-            dequantize_q5_0,
-            quantize_q5_0,
-            Some(vec_dot_q5_0_q8_0),
-        ),
-        Q5_1 => (
-            Q8_1,
-            dequantize_q5_1,
-            quantize_q5_1,
-            Some(vec_dot_q5_1_q8_1),
-        ),
-        Q8_0 => (
-            Q8_0,
-            dequantize_q8_0,
-            quantize_q8_0,
-            Some(vec_dot_q8_0_q8_0),
-        ),
+    Some(match ty {
+        Q4_0 => Kernels::of::<BlockQ4_0>(dequantize_q4_0, quantize_q4_0, Some(vec_dot_q4_0_q8_0)),
+        Q4_1 => Kernels::of::<BlockQ4_1>(dequantize_q4_1, quantize_q4_1, Some(vec_dot_q4_1_q8_1)),
+        Q5_0 => Kernels::of::<BlockQ5_0>(dequantize_q5_0, quantize_q5_0, Some(vec_dot_q5_0_q8_0)),
+        Q5_1 => Kernels::of::<BlockQ5_1>(dequantize_q5_1, quantize_q5_1, Some(vec_dot_q5_1_q8_1)),
+        Q8_0 => Kernels::of::<BlockQ8_0>(dequantize_q8_0, quantize_q8_0, Some(vec_dot_q8_0_q8_0)),
         // A dot type only: ggml has no dot product with Q8_1 as the weights.
-        Q8_1 => (Q8_1, dequantize_q8_1, quantize_q8_1, None),
-        Q1_0 => (
-            Q8_0,
-            dequantize_q1_0,
-            quantize_q1_0,
-            Some(vec_dot_q1_0_q8_0),
-        ),
-        Q2_0 => (
-            Q8_0,
-            dequantize_q2_0,
-            quantize_q2_0,
-            Some(vec_dot_q2_0_q8_0),
-        ),
+        Q8_1 => Kernels::of::<BlockQ8_1>(dequantize_q8_1, quantize_q8_1, None),
+        Q1_0 => Kernels::of::<BlockQ1_0>(dequantize_q1_0, quantize_q1_0, Some(vec_dot_q1_0_q8_0)),
+        Q2_0 => Kernels::of::<BlockQ2_0>(dequantize_q2_0, quantize_q2_0, Some(vec_dot_q2_0_q8_0)),
         _ => return None,
-    };
-    Some(Kernels {
-        ty,
-        dot_type,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot,
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers shared with the other formats: C's float conversions and ggml's scale searches.
-
-/// C's `(int)f` as x86 compiles it (`cvttss2si`): truncation, and `INT_MIN` for NaN and
-/// values out of range, where Rust's `as` would saturate. Narrower C casts (`(int8_t)f`,
-/// `(uint8_t)f`) take the low bits of this.
-#[inline]
-pub(super) fn c_int(f: f32) -> i32 {
-    if !(-2147483648.0..2147483648.0).contains(&f) {
-        i32::MIN
-    } else {
-        f as i32
-    }
-}
-
-/// ggml's `nearest_int`: round half to even through the float mantissa (valid for
-/// |f| <= 4194303, as ggml asserts).
-#[inline]
-pub(super) fn nearest_int(f: f32) -> i32 {
-    let val = f + 12582912.0;
-    (val.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
-}
-
-/// ggml's `make_qx_quants` with `rmse_type` 1 and weights: a symmetric scale for `l` in
-/// `-nmax..nmax`, searched over 19 candidates; writes `L = l + nmax`, returns the scale.
-pub(super) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], qw: &[f32]) -> f32 {
-    let n = x.len();
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
-    if amax < 1e-15 {
-        l_out[..n].fill(0);
-        return 0.0;
-    }
-    let nmaxf = nmax as f32;
-    let mut iscale = -nmaxf / max;
-    let mut sumlx = 0f32;
-    let mut suml2 = 0f32;
-    for i in 0..n {
-        let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-        l_out[i] = (l + nmax) as i8;
-        let w = qw[i];
-        let lf = l as f32;
-        sumlx += w * x[i] * lf;
-        suml2 += w * lf * lf;
-    }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in -9i32..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmaxf + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for i in 0..n {
-            let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-            let w = qw[i];
-            let lf = l as f32;
-            sumlx += w * x[i] * lf;
-            suml2 += w * lf * lf;
-        }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..n {
-                let l = nearest_int(iscale * x[i]);
-                l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    scale
-}
-
-/// ggml's `make_qkx3_quants`: an asymmetric scale and min for `l` in `0..=nmax`, searched over
-/// `nstep + 1` candidates by weighted squared error. Returns (scale, -min).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn make_qkx3_quants(
-    nmax: i32,
-    x: &[f32],
-    weights: Option<&[f32]>,
-    l_out: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-) -> (f32, f32) {
-    let n = x.len();
-    let w_at = |i: usize| match weights {
-        Some(w) => w[i],
-        None => x[i] * x[i],
-    };
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = w_at(0);
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = w_at(i);
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max <= min {
-        l_out[..n].fill(0);
-        return (0.0, -min);
-    }
-    let nmaxf = nmax as f32;
-    let mut iscale = nmaxf / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_mad = 0f32;
-    for i in 0..n {
-        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        l_out[i] = l as u8;
-        let diff = scale * l as f32 + min - x[i];
-        best_mad += w_at(i) * (diff * diff);
-    }
-    if nstep < 1 {
-        return (scale, -min);
-    }
-    let mut laux = [0u8; 256];
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = l as u8;
-            let w = w_at(i);
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut mad = 0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                mad += w_at(i) * (diff * diff);
-            }
-            if mad < best_mad {
-                l_out[..n].copy_from_slice(&laux[..n]);
-                best_mad = mad;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    (scale, -min)
-}
-
-/// `sum(x^2) / n` over a whole row, the variance term of ggml's importance weights.
-fn row_sigma2(x: &[f32]) -> f32 {
-    let mut sum_x2 = 0f32;
-    for &v in x {
-        sum_x2 += v * v;
-    }
-    sum_x2 / x.len() as f32
-}
-
-/// ggml's importance weights of one block: `qw * sqrt(sigma2 + x^2)`.
-fn block_weights(qw: &[f32], xb: &[f32], sigma2: f32, out: &mut [f32]) {
-    for j in 0..xb.len() {
-        out[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();
-    }
-}
-
-/// The index of the largest |x|, the first one on ties (ggml's `amax < fabsf(v)` scan);
-/// returns (amax, the signed value there).
-#[inline]
-fn abs_max(x: &[f32]) -> (f32, f32) {
-    let mut amax = 0f32;
-    let mut max = 0f32;
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    (amax, max)
 }
 
 /// Packs the fifth bits of 32 five-bit quants (`L[j]` and `L[j + 16]`) into `qs` and `qh`.
@@ -411,12 +167,12 @@ fn quantize_q4_0(x: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let Some(qw) = imatrix else {
         return quantize_q4_0_ref(x, y);
     };
-    let sigma2 = row_sigma2(x);
+    let sigma2 = sum_sq(x) / x.len() as f32;
     let mut weight = [0f32; QK4_0];
     let mut l = [0i8; QK4_0];
     for ((xb, qw), b) in x.chunks_exact(QK4_0).zip(qw.chunks_exact(QK4_0)).zip(y) {
-        block_weights(qw, xb, sigma2, &mut weight);
-        let d = make_qx_quants(8, xb, &mut l, &weight);
+        imatrix_weights(&mut weight, xb, qw, sigma2);
+        let d = make_qx_quants(8, xb, &mut l, Some(&weight));
         b.d = fp32_to_fp16(d);
         for j in 0..16 {
             b.qs[j] = (l[j] as u8) | ((l[j + 16] as u8) << 4);
@@ -498,12 +254,13 @@ fn quantize_q4_1(x: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let Some(qw) = imatrix else {
         return quantize_q4_1_ref(x, y);
     };
-    let sigma2 = row_sigma2(x);
+    let sigma2 = sum_sq(x) / x.len() as f32;
     let mut weight = [0f32; QK4_1];
     let mut l = [0u8; QK4_1];
+    let mut laux = [0u8; QK4_1];
     for ((xb, qw), b) in x.chunks_exact(QK4_1).zip(qw.chunks_exact(QK4_1)).zip(y) {
-        block_weights(qw, xb, sigma2, &mut weight);
-        let (d, min) = make_qkx3_quants(15, xb, Some(&weight), &mut l, -0.9, 0.05, 36);
+        imatrix_weights(&mut weight, xb, qw, sigma2);
+        let (d, min) = make_qkx_quants(15, xb, &weight, &mut l, &mut laux, &QKX3_SEARCH);
         b.d = fp32_to_fp16(d);
         b.m = fp32_to_fp16(-min);
         for j in 0..16 {
@@ -567,12 +324,12 @@ fn quantize_q5_0(x: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let Some(qw) = imatrix else {
         return quantize_q5_0_ref(x, y);
     };
-    let sigma2 = row_sigma2(x);
+    let sigma2 = sum_sq(x) / x.len() as f32;
     let mut weight = [0f32; QK5_0];
     let mut l = [0i8; QK5_0];
     for ((xb, qw), b) in x.chunks_exact(QK5_0).zip(qw.chunks_exact(QK5_0)).zip(y) {
-        block_weights(qw, xb, sigma2, &mut weight);
-        let d = make_qx_quants(16, xb, &mut l, &weight);
+        imatrix_weights(&mut weight, xb, qw, sigma2);
+        let d = make_qx_quants(16, xb, &mut l, Some(&weight));
         b.d = fp32_to_fp16(d);
         let lu: [u8; 32] = std::array::from_fn(|j| l[j] as u8);
         pack_q5(&lu, &mut b.qs, &mut b.qh);
@@ -639,12 +396,13 @@ fn quantize_q5_1(x: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let Some(qw) = imatrix else {
         return quantize_q5_1_ref(x, y);
     };
-    let sigma2 = row_sigma2(x);
+    let sigma2 = sum_sq(x) / x.len() as f32;
     let mut weight = [0f32; QK5_1];
     let mut l = [0u8; QK5_1];
+    let mut laux = [0u8; QK5_1];
     for ((xb, qw), b) in x.chunks_exact(QK5_1).zip(qw.chunks_exact(QK5_1)).zip(y) {
-        block_weights(qw, xb, sigma2, &mut weight);
-        let (d, min) = make_qkx3_quants(31, xb, Some(&weight), &mut l, -0.9, 0.05, 36);
+        imatrix_weights(&mut weight, xb, qw, sigma2);
+        let (d, min) = make_qkx_quants(31, xb, &weight, &mut l, &mut laux, &QKX3_SEARCH);
         b.d = fp32_to_fp16(d);
         b.m = fp32_to_fp16(-min);
         pack_q5(&l, &mut b.qs, &mut b.qh);
@@ -693,26 +451,13 @@ fn vec_dot_q5_1_q8_1(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
 fn quantize_q8_0(x: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     let y: &mut [BlockQ8_0] = as_blocks_mut(dst);
     for (xb, b) in x.chunks_exact(QK8_0).zip(y) {
-        let mut amax = 0f32;
-        for &v in xb {
-            amax = c_max(amax, v.abs());
-        }
+        let amax = max_abs(xb);
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = fp32_to_fp16(d);
         for j in 0..QK8_0 {
             b.qs[j] = c_int((xb[j] * id).round()) as i8;
         }
-    }
-}
-
-/// C's `MAX(a, b)` macro: `a > b ? a : b` (NaN in `b` is dropped, unlike `f32::max` in `a`).
-#[inline]
-pub(super) fn c_max(a: f32, b: f32) -> f32 {
-    if a > b {
-        a
-    } else {
-        b
     }
 }
 
@@ -744,10 +489,7 @@ fn vec_dot_q8_0_q8_0(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
 fn quantize_q8_1(x: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     let y: &mut [BlockQ8_1] = as_blocks_mut(dst);
     for (xb, b) in x.chunks_exact(32).zip(y) {
-        let mut amax = 0f32;
-        for &v in xb {
-            amax = c_max(amax, v.abs());
-        }
+        let amax = max_abs(xb);
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = fp32_to_fp16(d);
@@ -834,12 +576,7 @@ fn vec_dot_q1_0_q8_0(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
 fn quantize_q2_0(x: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     let y: &mut [BlockQ2_0] = as_blocks_mut(dst);
     for (xb, b) in x.chunks_exact(QK2_0).zip(y) {
-        let mut amax = 0f32;
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-            }
-        }
+        let (amax, _) = abs_max(xb);
         let d = amax;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         b.d = fp32_to_fp16(d);
@@ -880,27 +617,4 @@ fn vec_dot_q2_0_q8_0(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
         sumf += bx.d.to_f32() * sumi;
     }
     sumf
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_int_rounds_half_to_even() {
-        assert_eq!(nearest_int(2.5), 2);
-        assert_eq!(nearest_int(3.5), 4);
-        assert_eq!(nearest_int(-2.5), -2);
-        assert_eq!(nearest_int(-0.4), 0);
-        assert_eq!(nearest_int(1000.7), 1001);
-    }
-
-    #[test]
-    fn c_int_matches_x86_truncation() {
-        assert_eq!(c_int(2.9), 2);
-        assert_eq!(c_int(-2.9), -2);
-        assert_eq!(c_int(f32::NAN), i32::MIN);
-        assert_eq!(c_int(f32::INFINITY), i32::MIN);
-        assert_eq!(c_int(3e9), i32::MIN);
-    }
 }

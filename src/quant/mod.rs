@@ -16,6 +16,7 @@
 pub mod arch;
 pub mod blocks;
 pub mod check;
+mod common;
 pub mod float;
 pub mod fp4;
 pub mod iq4;
@@ -46,6 +47,23 @@ pub struct Kernels {
     pub dequantize: Option<DequantizeFn>,
     pub quantize: Option<QuantizeFn>,
     pub vec_dot: Option<VecDotFn>,
+}
+
+impl Kernels {
+    /// The kernels of block type `B`, which names the type and its dot type.
+    pub(crate) fn of<B: blocks::QuantBlock>(
+        dequantize: DequantizeFn,
+        quantize: QuantizeFn,
+        vec_dot: Option<VecDotFn>,
+    ) -> Kernels {
+        Kernels {
+            ty: B::TYPE,
+            dot_type: <B::VecDot as blocks::QuantBlock>::TYPE,
+            dequantize: Some(dequantize),
+            quantize: Some(quantize),
+            vec_dot,
+        }
+    }
 }
 
 /// The scalar kernels of `ty`, if strait has them.

@@ -5,8 +5,8 @@
 //! `ggml_vec_dot_tq{1,2}_0_q8_K_generic`.
 
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8K, QuantBlock, F16};
+use super::common::max_abs;
 use super::float::fp32_to_fp16;
-use super::legacy::c_max;
 use super::{GgmlType, Kernels, QK_K};
 use bytemuck::{Pod, Zeroable};
 
@@ -39,18 +39,14 @@ impl QuantBlock for BlockTq2_0 {
 }
 
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
-    let (dequantize, quantize, vec_dot): (super::DequantizeFn, super::QuantizeFn, super::VecDotFn) =
-        match ty {
-            GgmlType::TQ1_0 => (dequantize_tq1_0, quantize_tq1_0, vec_dot_tq1_0_q8_k),
-            GgmlType::TQ2_0 => (dequantize_tq2_0, quantize_tq2_0, vec_dot_tq2_0_q8_k),
-            _ => return None,
-        };
-    Some(Kernels {
-        ty,
-        dot_type: GgmlType::Q8K,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot: Some(vec_dot),
+    Some(match ty {
+        GgmlType::TQ1_0 => {
+            Kernels::of::<BlockTq1_0>(dequantize_tq1_0, quantize_tq1_0, Some(vec_dot_tq1_0_q8_k))
+        }
+        GgmlType::TQ2_0 => {
+            Kernels::of::<BlockTq2_0>(dequantize_tq2_0, quantize_tq2_0, Some(vec_dot_tq2_0_q8_k))
+        }
+        _ => return None,
     })
 }
 
@@ -70,10 +66,7 @@ fn trit(v: f32) -> u8 {
 
 /// The block scale: max |x|, and its inverse (0 for an all-zero block).
 fn scale(xb: &[f32]) -> (f32, f32) {
-    let mut amax = 0f32;
-    for &v in xb {
-        amax = c_max(amax, v.abs());
-    }
+    let amax = max_abs(xb);
     (amax, if amax != 0.0 { 1.0 / amax } else { 0.0 })
 }
 

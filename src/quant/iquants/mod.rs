@@ -9,33 +9,12 @@
 pub mod grids;
 mod quantize;
 
+/// Also at its old path, `iquants::U16Le`.
+pub use super::blocks::U16Le;
 use super::blocks::{as_blocks, BlockQ8K, QuantBlock, F16};
 use super::{DequantizeFn, GgmlType, Kernels, QuantizeFn, VecDotFn, QK_K};
 use bytemuck::{Pod, Zeroable};
 use grids::*;
-
-/// A u16 stored as two little-endian bytes (`uint16_t` fields of the blocks).
-#[derive(Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
-#[repr(transparent)]
-pub struct U16Le(pub [u8; 2]);
-
-impl U16Le {
-    #[inline]
-    pub fn get(self) -> u16 {
-        u16::from_le_bytes(self.0)
-    }
-
-    #[inline]
-    pub fn new(x: u16) -> U16Le {
-        U16Le(x.to_le_bytes())
-    }
-}
-
-impl std::fmt::Debug for U16Le {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.get())
-    }
-}
 
 /// `block_iq2_xxs`: 2.0625 bpw. Per group of 32: 4 grid indices (8 bits each) in the first
 /// u32, four 7-bit sign patterns and a 4-bit scale in the second.
@@ -589,49 +568,25 @@ pub fn vec_dot_iq1_m(n: usize, x: &[u8], y: &[u8]) -> f32 {
 
 // ---- registry
 
-fn entry<B: QuantBlock>(
-    dequantize: DequantizeFn,
-    quantize: Option<QuantizeFn>,
-    vec_dot: VecDotFn,
-) -> Kernels {
-    Kernels {
-        ty: B::TYPE,
-        dot_type: <B::VecDot as QuantBlock>::TYPE,
-        dequantize: Some(dequantize),
-        quantize,
-        vec_dot: Some(vec_dot),
-    }
-}
-
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
+    use quantize::*;
     Some(match ty {
-        GgmlType::IQ2XXS => entry::<BlockIQ2XXS>(
-            dequantize_iq2_xxs,
-            Some(quantize::quantize_iq2_xxs),
-            vec_dot_iq2_xxs,
-        ),
-        GgmlType::IQ2XS => entry::<BlockIQ2XS>(
-            dequantize_iq2_xs,
-            Some(quantize::quantize_iq2_xs),
-            vec_dot_iq2_xs,
-        ),
-        GgmlType::IQ2S => entry::<BlockIQ2S>(
-            dequantize_iq2_s,
-            Some(quantize::quantize_iq2_s),
-            vec_dot_iq2_s,
-        ),
-        GgmlType::IQ3XXS => entry::<BlockIQ3XXS>(
-            dequantize_iq3_xxs,
-            Some(quantize::quantize_iq3_xxs),
-            vec_dot_iq3_xxs,
-        ),
-        GgmlType::IQ3S => entry::<BlockIQ3S>(
-            dequantize_iq3_s,
-            Some(quantize::quantize_iq3_s),
-            vec_dot_iq3_s,
-        ),
-        GgmlType::IQ1S => entry::<BlockIQ1S>(dequantize_iq1_s, None, vec_dot_iq1_s),
-        GgmlType::IQ1M => entry::<BlockIQ1M>(dequantize_iq1_m, None, vec_dot_iq1_m),
+        GgmlType::IQ2XXS => {
+            entry::<BlockIQ2XXS>(dequantize_iq2_xxs, quantize_iq2_xxs, vec_dot_iq2_xxs)
+        }
+        GgmlType::IQ2XS => entry::<BlockIQ2XS>(dequantize_iq2_xs, quantize_iq2_xs, vec_dot_iq2_xs),
+        GgmlType::IQ2S => entry::<BlockIQ2S>(dequantize_iq2_s, quantize_iq2_s, vec_dot_iq2_s),
+        GgmlType::IQ3XXS => {
+            entry::<BlockIQ3XXS>(dequantize_iq3_xxs, quantize_iq3_xxs, vec_dot_iq3_xxs)
+        }
+        GgmlType::IQ3S => entry::<BlockIQ3S>(dequantize_iq3_s, quantize_iq3_s, vec_dot_iq3_s),
+        GgmlType::IQ1S => entry::<BlockIQ1S>(dequantize_iq1_s, quantize_iq1_s, vec_dot_iq1_s),
+        GgmlType::IQ1M => entry::<BlockIQ1M>(dequantize_iq1_m, quantize_iq1_m, vec_dot_iq1_m),
         _ => return None,
     })
+}
+
+/// Every i-quant has all three kernels.
+fn entry<B: QuantBlock>(dequantize: DequantizeFn, quantize: QuantizeFn, dot: VecDotFn) -> Kernels {
+    Kernels::of::<B>(dequantize, quantize, Some(dot))
 }

@@ -6,34 +6,20 @@
 //! `l` (coordinates `2l + 1`); `map` sends a packed vector of levels to its grid index, or,
 //! for a vector off the grid, to its list of nearest grid points. They are built once.
 
+// Index loops follow ggml's, which interleave several arrays by group index.
+#![allow(clippy::needless_range_loop)]
+
 use super::grids::*;
-use std::sync::OnceLock;
 use super::QK_K;
+use crate::quant::common::GROUP_MAX_EPS;
+use crate::quant::common::{c_max, imatrix_weights, make_qp_quants, max_abs, nearest_int, sum_sq};
+use std::sync::OnceLock;
 
 /// `GROUP_MAX_EPS*`: a group whose largest magnitude is below this quantizes to zero.
-const GROUP_MAX_EPS: f32 = 1e-15;
 const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
 const GROUP_MAX_EPS_IQ2_S: f32 = 1e-8;
 const GROUP_MAX_EPS_IQ1_M: f32 = 1e-7;
 const GROUP_MAX_EPS_IQ1_S: f32 = 1e-12;
-
-/// ggml's `nearest_int`: round to nearest, ties to even, by the 1.5 * 2^23 trick (valid for
-/// |x| < 2^22; other inputs give the same arbitrary value ggml's gives).
-#[inline]
-pub(super) fn nearest_int(x: f32) -> i32 {
-    let v = x + 12582912.0;
-    (v.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
-}
-
-/// ggml's `MAX(a, b)`: `a > b ? a : b` (differs from `f32::max` on NaN).
-#[inline]
-fn fmax(a: f32, b: f32) -> f32 {
-    if a > b {
-        a
-    } else {
-        b
-    }
-}
 
 /// A lattice: grid points as coordinates, and the map from packed levels to grid indices or
 /// neighbour lists.
@@ -361,16 +347,113 @@ fn signs8(xb: &[f32], weight: &[f32], xval: &mut [f32], even: bool) -> u8 {
     s & 127
 }
 
-/// `sum x^2` over a super-block.
-#[inline]
-fn sum_sq(x: &[f32]) -> f32 {
-    x.iter().fold(0f32, |s, &v| s + v * v)
-}
-
 /// The 4-bit group scale `nearest_int(0.5 (scale / d - 1))` clamped to `0..=max`.
 #[inline]
 fn group_scale(id: f32, scale: f32, max: i32) -> u32 {
     nearest_int(0.5 * (id * scale - 1.0)).clamp(0, max) as u32
+}
+
+/// The importance of each value of a group: `qw sqrt(sigma2 + x^2)` with the importance matrix
+/// `qw`, else `plain(x)`.
+#[inline]
+fn group_weights(
+    weight: &mut [f32],
+    xb: &[f32],
+    qw: Option<&[f32]>,
+    sigma2: f32,
+    plain: impl Fn(f32) -> f32,
+) {
+    match qw {
+        Some(qw) => imatrix_weights(weight, xb, qw, sigma2),
+        None => {
+            for (w, &x) in weight.iter_mut().zip(xb) {
+                *w = plain(x);
+            }
+        }
+    }
+}
+
+/// One group of `N` values (`K` octets) as the grid quantizers start it: the importance weights
+/// (`plain(x)` without an importance matrix), their square roots, the magnitudes and each
+/// octet's sign pattern (`signs8`), and the largest magnitude.
+struct Group<const N: usize, const K: usize> {
+    weight: [f32; N],
+    waux: [f32; N],
+    xval: [f32; N],
+    signs: [u8; K],
+    max: f32,
+}
+
+impl<const N: usize, const K: usize> Group<N, K> {
+    /// Group `ib` of super-block `ibl`.
+    #[inline]
+    fn new(
+        xb: &[f32],
+        imatrix: Option<&[f32]>,
+        ibl: usize,
+        ib: usize,
+        sigma2: f32,
+        plain: impl Fn(f32) -> f32,
+        even: bool,
+    ) -> Self {
+        let mut weight = [0f32; N];
+        let qw = imatrix_at(imatrix, ibl, N, ib);
+        group_weights(&mut weight, xb, qw, sigma2, plain);
+        let waux = weight.map(f32::sqrt);
+        let mut xval = [0f32; N];
+        let mut signs = [0u8; K];
+        for k in 0..K {
+            let r = 8 * k..8 * k + 8;
+            signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], even);
+        }
+        let max = xval[1..].iter().fold(xval[0], |m, &v| c_max(m, v));
+        Group {
+            weight,
+            waux,
+            xval,
+            signs,
+            max,
+        }
+    }
+
+    /// `lattice_search` from the scale that puts the largest magnitude on the top level.
+    fn search_from_max(&self, search: &Search, l: &mut [i8]) -> f32 {
+        let scale = self.max / (2 * search.kmaxq - 1) as f32;
+        lattice_search(
+            search,
+            &self.xval,
+            &self.weight,
+            &self.waux,
+            l,
+            self.max,
+            scale,
+        )
+    }
+}
+
+/// A negative group scale made positive by flipping every sign bit (those under `mask`).
+#[inline]
+fn positive_scale(scale: f32, signs: &mut [u8], mask: u8) -> f32 {
+    if scale < 0.0 {
+        for s in signs {
+            *s = !*s & mask;
+        }
+        -scale
+    } else {
+        scale
+    }
+}
+
+/// The importance-matrix slice of group `ib` (of `size` values) of super-block `ibl`.
+#[inline]
+fn imatrix_at(imatrix: Option<&[f32]>, ibl: usize, size: usize, ib: usize) -> Option<&[f32]> {
+    imatrix.map(|w| &w[QK_K * ibl + size * ib..QK_K * ibl + size * (ib + 1)])
+}
+
+/// IQ2_XXS, IQ2_XS and IQ1_S need an importance matrix (ggml refuses to quantize them
+/// without one); without it, every column is given the same importance.
+fn flat_importance(x: f32, sigma2: f32) -> f32 {
+    (sigma2 + x * x).sqrt()
 }
 
 // ---- IQ3_XXS, IQ3_S
@@ -393,47 +476,14 @@ pub(super) fn quantize_iq3_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f3
         let mut scales = [0f32; 8];
         let mut max_scale = 0f32;
         for (ib, xb) in xbl.chunks_exact(32).enumerate() {
-            let mut weight = [0f32; 32];
-            match imatrix {
-                Some(qw) => {
-                    let qw = &qw[QK_K * ibl + 32 * ib..];
-                    for i in 0..32 {
-                        weight[i] = qw[i] * (sigma2 + xb[i] * xb[i]).sqrt();
-                    }
-                }
-                None => {
-                    for i in 0..32 {
-                        weight[i] = xb[i] * xb[i];
-                    }
-                }
-            }
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 32];
-            let mut signs = [0u8; 4];
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let g = Group::<32, 4>::new(xb, imatrix, ibl, ib, sigma2, |x| x * x, true);
+            let (max, mut signs) = (g.max, g.signs);
             if max < GROUP_MAX_EPS_IQ3_XXS {
                 continue;
             }
             let mut l = [0i8; 32];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 127);
             for k in 0..8 {
                 q3[8 * ib + k] = search.lattice.index_of(&l[4 * k..4 * k + 4]) as u8;
             }
@@ -443,7 +493,7 @@ pub(super) fn quantize_iq3_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f3
                 | (signs[3] as u32) << 21;
             q3[64 + 4 * ib..64 + 4 * ib + 4].copy_from_slice(&aux.to_le_bytes());
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             *y = bytemuck::Zeroable::zeroed();
@@ -481,47 +531,14 @@ pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
         // so the groups after an all-zero one are stored one slot early.
         let mut slot = 0;
         for (ib, xb) in xbl.chunks_exact(32).enumerate() {
-            let mut weight = [0f32; 32];
-            match imatrix {
-                Some(qw) => {
-                    let qw = &qw[QK_K * ibl + 32 * ib..];
-                    for i in 0..32 {
-                        weight[i] = qw[i] * (sigma2 + xb[i] * xb[i]).sqrt();
-                    }
-                }
-                None => {
-                    for i in 0..32 {
-                        weight[i] = xb[i] * xb[i];
-                    }
-                }
-            }
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 32];
-            let mut signs = [0u8; 4];
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], false);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let g = Group::<32, 4>::new(xb, imatrix, ibl, ib, sigma2, |x| x * x, false);
+            let (max, mut signs) = (g.max, g.signs);
             if max == 0.0 {
                 continue;
             }
             let mut l = [0i8; 32];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 255);
             for k in 0..8 {
                 let j = search.lattice.index_of(&l[4 * k..4 * k + 4]);
                 y.qs[8 * slot + k] = (j & 255) as u8;
@@ -530,7 +547,7 @@ pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
             y.signs[4 * slot..4 * slot + 4].copy_from_slice(&signs);
             slot += 1;
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             continue;
@@ -543,112 +560,6 @@ pub(super) fn quantize_iq3_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
             let l2 = group_scale(id, scales[ib + 1], 15);
             y.scales[ib / 2] = (l1 | l2 << 4) as u8;
         }
-    }
-}
-
-/// The importance of each value of a group: `qw sqrt(sigma2 + x^2)` with the importance matrix
-/// `qw`, else `plain(x)`.
-#[inline]
-fn group_weights(
-    weight: &mut [f32],
-    xb: &[f32],
-    qw: Option<&[f32]>,
-    sigma2: f32,
-    plain: impl Fn(f32) -> f32,
-) {
-    match qw {
-        Some(qw) => {
-            for ((w, &x), &q) in weight.iter_mut().zip(xb).zip(qw) {
-                *w = q * (sigma2 + x * x).sqrt();
-            }
-        }
-        None => {
-            for (w, &x) in weight.iter_mut().zip(xb) {
-                *w = plain(x);
-            }
-        }
-    }
-}
-
-/// The importance-matrix slice of group `ib` (of `size` values) of super-block `ibl`.
-#[inline]
-fn imatrix_at(imatrix: Option<&[f32]>, ibl: usize, size: usize, ib: usize) -> Option<&[f32]> {
-    imatrix.map(|w| &w[QK_K * ibl + size * ib..QK_K * ibl + size * (ib + 1)])
-}
-
-/// IQ2_XXS, IQ2_XS and IQ1_S need an importance matrix (ggml refuses to quantize them
-/// without one); without it, every column is given the same importance.
-fn flat_importance(x: f32, sigma2: f32) -> f32 {
-    (sigma2 + x * x).sqrt()
-}
-
-/// `make_qp_quants`: levels `0..=nmax` and a scale for non-negative `x`, by weighted least
-/// squares over a few trial scales and a few passes of coordinate descent.
-fn make_qp_quants(nmax: i32, x: &[f32], l: &mut [u8], w: &[f32]) -> f32 {
-    let max = x.iter().fold(0f32, |m, &v| fmax(m, v));
-    if max < GROUP_MAX_EPS {
-        l.fill(0);
-        return 0.0;
-    }
-    let mut iscale = nmax as f32 / max;
-    for (l, &x) in l.iter_mut().zip(x) {
-        *l = nearest_int(iscale * x) as u8;
-    }
-    let scale = 1.0 / iscale;
-    let mut best_mse = 0f32;
-    for ((&l, &x), &w) in l.iter().zip(x).zip(w) {
-        let diff = x - scale * l as f32;
-        best_mse += w * diff * diff;
-    }
-    for is in (-4..=4).filter(|&is| is != 0) {
-        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
-        let scale_is = 1.0 / iscale_is;
-        let mut mse = 0f32;
-        for (&x, &w) in x.iter().zip(w) {
-            let l = nearest_int(iscale_is * x).min(nmax);
-            let diff = x - scale_is * l as f32;
-            mse += w * diff * diff;
-        }
-        if mse < best_mse {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    let (mut sumlx, mut suml2) = (0f32, 0f32);
-    for ((l, &x), &w) in l.iter_mut().zip(x).zip(w) {
-        let li = nearest_int(iscale * x).min(nmax);
-        *l = li as u8;
-        sumlx += w * x * li as f32;
-        suml2 += w * li as f32 * li as f32;
-    }
-    for _ in 0..5 {
-        let mut n_changed = 0;
-        for ((l, &x), &w) in l.iter_mut().zip(x).zip(w) {
-            let lf = *l as f32;
-            let mut slx = sumlx - w * x * lf;
-            let mut sl2 = suml2 - w * lf * lf;
-            if slx > 0.0 && sl2 > 0.0 {
-                let new_l = nearest_int(x * sl2 / slx).min(nmax);
-                if new_l != *l as i32 {
-                    slx += w * x * new_l as f32;
-                    sl2 += w * new_l as f32 * new_l as f32;
-                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
-                        *l = new_l as u8;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        n_changed += 1;
-                    }
-                }
-            }
-        }
-        if n_changed == 0 {
-            break;
-        }
-    }
-    if suml2 > 0.0 {
-        sumlx / suml2
-    } else {
-        0.0
     }
 }
 
@@ -673,46 +584,36 @@ pub(super) fn quantize_iq2_xxs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f3
         let mut scales = [0f32; QK_K / 32];
         let mut max_scale = 0f32;
         for (ib, xb) in xbl.chunks_exact(32).enumerate() {
-            let mut weight = [0f32; 32];
-            group_weights(
-                &mut weight,
+            let g = Group::<32, 4>::new(
                 xb,
-                imatrix_at(imatrix, ibl, 32, ib),
+                imatrix,
+                ibl,
+                ib,
                 sigma2,
                 |x| flat_importance(x, sigma2),
+                true,
             );
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 32];
-            let mut signs = [0u8; 4];
-            for k in 0..4 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let (max, mut signs) = (g.max, g.signs);
             if max < GROUP_MAX_EPS {
                 continue;
             }
             let mut lq = [0u8; 32];
-            let scale = make_qp_quants(search.kmaxq + 1, &xval, &mut lq, &weight);
+            let scale = make_qp_quants(search.kmaxq + 1, &g.xval, &mut lq, &g.weight);
             let eff_max = scale * search.kmaxq as f32;
             if eff_max <= 0.0 {
                 continue;
             }
             let mut l = lq.map(|v| v as i8);
-            let mut scale = lattice_search(&search, &xval, &weight, &waux, &mut l, eff_max, scale);
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
+            let scale =
+                lattice_search(&search, &g.xval, &g.weight, &g.waux, &mut l, eff_max, scale);
+            let scale = positive_scale(scale, &mut signs, 127);
             for k in 0..4 {
                 let j = search.lattice.index_of(&l[8 * k..8 * k + 8]) as u32;
                 q2[2 * ib] |= j << (8 * k);
                 q2[2 * ib + 1] |= (signs[k] as u32) << (7 * k);
             }
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             continue;
@@ -748,47 +649,28 @@ pub(super) fn quantize_iq2_xs(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32
         let mut scales = [0f32; QK_K / 16];
         let mut max_scale = 0f32;
         for (ib, xb) in xbl.chunks_exact(16).enumerate() {
-            let mut weight = [0f32; 16];
-            group_weights(
-                &mut weight,
+            let g = Group::<16, 2>::new(
                 xb,
-                imatrix_at(imatrix, ibl, 16, ib),
+                imatrix,
+                ibl,
+                ib,
                 sigma2,
                 |x| flat_importance(x, sigma2),
+                true,
             );
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 16];
-            let mut signs = [0u8; 2];
-            for k in 0..2 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], true);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let (max, mut signs) = (g.max, g.signs);
             if max < GROUP_MAX_EPS {
                 continue;
             }
             let mut l = [0i8; 16];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s & 127;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 127);
             for k in 0..2 {
                 let j = search.lattice.index_of(&l[8 * k..8 * k + 8]) as u16;
                 y.qs[2 * ib + k] = super::U16Le::new(j | (signs[k] as u16) << 9);
             }
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             *y = bytemuck::Zeroable::zeroed();
@@ -822,41 +704,22 @@ pub(super) fn quantize_iq2_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
         let mut scales = [0f32; QK_K / 16];
         let mut max_scale = 0f32;
         for (ib, xb) in xbl.chunks_exact(16).enumerate() {
-            let mut weight = [0f32; 16];
-            group_weights(
-                &mut weight,
+            let g = Group::<16, 2>::new(
                 xb,
-                imatrix_at(imatrix, ibl, 16, ib),
+                imatrix,
+                ibl,
+                ib,
                 sigma2,
                 |x| 0.25 * sigma2 + x * x,
+                false,
             );
-            let waux = weight.map(f32::sqrt);
-            let mut xval = [0f32; 16];
-            let mut signs = [0u8; 2];
-            for k in 0..2 {
-                let r = 8 * k..8 * k + 8;
-                signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], false);
-            }
-            let max = xval[1..].iter().fold(xval[0], |m, &v| fmax(m, v));
+            let (max, mut signs) = (g.max, g.signs);
             if max < GROUP_MAX_EPS_IQ2_S {
                 continue;
             }
             let mut l = [0i8; 16];
-            let mut scale = lattice_search(
-                &search,
-                &xval,
-                &weight,
-                &waux,
-                &mut l,
-                max,
-                max / (2 * search.kmaxq - 1) as f32,
-            );
-            if scale < 0.0 {
-                scale = -scale;
-                for s in &mut signs {
-                    *s = !*s;
-                }
-            }
+            let scale = g.search_from_max(&search, &mut l);
+            let scale = positive_scale(scale, &mut signs, 255);
             for k in 0..2 {
                 let j = search.lattice.index_of(&l[8 * k..8 * k + 8]);
                 let i8 = 2 * ib + k;
@@ -865,7 +728,7 @@ pub(super) fn quantize_iq2_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
                 y.qs[QK_K / 8 + i8] = signs[k];
             }
             scales[ib] = scale;
-            max_scale = fmax(max_scale, scale);
+            max_scale = c_max(max_scale, scale);
         }
         if max_scale == 0.0 {
             continue;
@@ -876,6 +739,387 @@ pub(super) fn quantize_iq2_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]
         for ib in 0..QK_K / 16 {
             let l = group_scale(id, scales[ib], 15) as u8;
             y.scales[ib / 2] |= l << (4 * (ib % 2));
+        }
+    }
+}
+
+// ---- IQ1_S, IQ1_M
+
+impl Lattice {
+    /// `iq1_find_best_neighbour2`: the neighbour of `u` with the smallest weighted squared
+    /// error when level `l` stands for `scale * xg[l]`; writes its levels to `l`.
+    fn best_neighbour_iq1(
+        &self,
+        u: usize,
+        x: &[f32],
+        w: &[f32],
+        scale: f32,
+        xg: &[f32; 3],
+        l: &mut [i8],
+    ) -> usize {
+        let d2 = |j: usize| {
+            let mut d2 = 0f32;
+            for ((&p, &x), &w) in self.point(j).iter().zip(x).zip(w) {
+                let diff = scale * xg[((p - 1) / 2) as usize] - x;
+                d2 += w * diff * diff;
+            }
+            d2
+        };
+        let mut best_d2 = f32::MAX;
+        let mut best = None;
+        for &j in self.neighbours(u) {
+            let d = d2(j as usize);
+            if d < best_d2 {
+                best_d2 = d;
+                best = Some(j as usize);
+            }
+        }
+        // ggml then searches the whole grid (reading past its inputs) and aborts when that
+        // fails too; this only happens for non-finite inputs, where any point will do.
+        if best.is_none() {
+            for j in 0..self.pos.len() / self.dim {
+                let d = d2(j);
+                if d < best_d2 {
+                    best_d2 = d;
+                    best = Some(j);
+                }
+            }
+        }
+        let best = best.unwrap_or(0);
+        self.levels_of(best, l);
+        best
+    }
+}
+
+/// The indices of `x` in ascending order of value, equal values in index order (the order
+/// glibc's merge-sort `qsort` gives `iq1_sort_helper`).
+fn sorted_order<const N: usize>(x: &[f32]) -> [usize; N] {
+    let mut idx: [usize; N] = std::array::from_fn(|i| i);
+    for i in 1..N {
+        let mut j = i;
+        while j > 0 && x[idx[j - 1]] > x[idx[j]] {
+            idx.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    idx
+}
+
+/// The levels 0, 1, 2 of the best three-way split of a sorted group: the first `i1` values
+/// (in sorted order) get level 0, up to `i2` level 1, the rest level 2.
+fn split_levels(l: &mut [i8], idx: &[usize], i1: usize, i2: usize) {
+    for (j, &i) in idx.iter().enumerate() {
+        l[i] = if j < i1 {
+            0
+        } else if j < i2 {
+            1
+        } else {
+            2
+        };
+    }
+}
+
+/// `quantize_row_iq1_s_impl`
+pub(super) fn quantize_iq1_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    use super::BlockIQ1S;
+    const BS: usize = 32;
+    let lat = iq1s_lattice();
+    let x_p = [-1.0 + IQ1S_DELTA, IQ1S_DELTA, 1.0 + IQ1S_DELTA];
+    let x_m = [-1.0 - IQ1S_DELTA, -IQ1S_DELTA, 1.0 - IQ1S_DELTA];
+    let blocks: &mut [BlockIQ1S] = bytemuck::cast_slice_mut(dst);
+    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
+        *y = bytemuck::Zeroable::zeroed();
+        let sigma2 = 2.0 * sum_sq(xbl) / QK_K as f32;
+        let mut scales = [0f32; QK_K / BS];
+        let mut shifts = [1i8; QK_K / BS];
+        let mut max_scale = 0f32;
+        for (ib, xb) in xbl.chunks_exact(BS).enumerate() {
+            let mut weight = [0f32; BS];
+            group_weights(
+                &mut weight,
+                xb,
+                imatrix_at(imatrix, ibl, BS, ib),
+                sigma2,
+                |x| flat_importance(x, sigma2),
+            );
+            let max = max_abs(xb);
+            if max < GROUP_MAX_EPS_IQ1_S {
+                continue;
+            }
+            // The weighted least-squares optimum over all splits of the sorted values into
+            // the three levels, with either sign of the shift.
+            let idx = sorted_order::<BS>(xb);
+            let mut sumx = [0f32; BS + 1];
+            let mut sumw = [0f32; BS + 1];
+            for (j, &i) in idx.iter().enumerate() {
+                sumx[j + 1] = sumx[j] + weight[i] * xb[i];
+                sumw[j + 1] = sumw[j] + weight[i];
+            }
+            let mut best_score = -f32::MAX;
+            let mut scale = max;
+            let mut best: Option<(usize, usize, i8)> = None;
+            for i1 in 0..=BS {
+                for i2 in i1..=BS {
+                    for (xx, shift) in [(&x_p, 1i8), (&x_m, -1)] {
+                        let sumqx = (sumx[i1] - sumx[0]) * xx[0]
+                            + (sumx[i2] - sumx[i1]) * xx[1]
+                            + (sumx[BS] - sumx[i2]) * xx[2];
+                        let sumq2 = (sumw[i1] - sumw[0]) * xx[0] * xx[0]
+                            + (sumw[i2] - sumw[i1]) * xx[1] * xx[1]
+                            + (sumw[BS] - sumw[i2]) * xx[2] * xx[2];
+                        if sumq2 > 0.0 && sumqx * sumqx > best_score * sumq2 {
+                            scale = sumqx / sumq2;
+                            best_score = scale * sumqx;
+                            best = Some((i1, i2, shift));
+                        }
+                    }
+                }
+            }
+            let Some((i1, i2, mut shift)) = best else {
+                continue;
+            };
+            let mut l = [0i8; BS];
+            split_levels(&mut l, &idx, i1, i2);
+            if scale < 0.0 {
+                for v in &mut l {
+                    *v = 2 - *v;
+                }
+                scale = -scale;
+                shift = -shift;
+            }
+            let xx = if shift == 1 { &x_p } else { &x_m };
+            let mut index = [0usize; BS / 8];
+            let mut all_on_grid = true;
+            for k in 0..BS / 8 {
+                let r = 8 * k..8 * k + 8;
+                let u = lat.pack(&l[r.clone()]);
+                index[k] = match lat.index(u) {
+                    Some(j) => j,
+                    None => {
+                        all_on_grid = false;
+                        let (x, w) = (&xb[r.clone()], &weight[r.clone()]);
+                        lat.best_neighbour_iq1(u, x, w, scale, xx, &mut l[r])
+                    }
+                };
+            }
+            if !all_on_grid {
+                let (mut sumqx, mut sumq2) = (0f32, 0f32);
+                for k in 0..BS / 8 {
+                    for (j, &p) in lat.point(index[k]).iter().enumerate() {
+                        let w = weight[8 * k + j];
+                        let q = xx[((p - 1) / 2) as usize];
+                        sumqx += w * q * xb[8 * k + j];
+                        sumq2 += w * q * q;
+                    }
+                }
+                if sumqx > 0.0 && sumq2 > 0.0 {
+                    scale = sumqx / sumq2;
+                }
+            }
+            let mut h = 0u16;
+            for (k, &j) in index.iter().enumerate() {
+                y.qs[(BS / 8) * ib + k] = (j & 255) as u8;
+                h |= ((j >> 8) << (3 * k)) as u16;
+            }
+            y.qh[ib] = super::U16Le::new(h);
+            scales[ib] = scale;
+            shifts[ib] = shift;
+            max_scale = c_max(max_scale, scale);
+        }
+        if max_scale == 0.0 {
+            continue;
+        }
+        let d = max_scale / 15.0;
+        y.d = super::F16::from_f32(d * 1.125);
+        let id = 1.0 / d;
+        for ib in 0..QK_K / BS {
+            let mut l = group_scale(id, scales[ib], 7) as u16;
+            if shifts[ib] == -1 {
+                l |= 8;
+            }
+            y.qh[ib] = super::U16Le::new(y.qh[ib].get() | l << 12);
+        }
+    }
+}
+
+/// `quantize_row_iq1_m_impl`, with the split search of current ggml (per-half prefix sums;
+/// the older triple loop rounds differently and breaks near-ties the other way).
+pub(super) fn quantize_iq1_m(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    use super::BlockIQ1M;
+    const BS: usize = 16;
+    let lat = iq1s_lattice();
+    let x_p = [-1.0 + IQ1M_DELTA, IQ1M_DELTA, 1.0 + IQ1M_DELTA];
+    let x_m = [-1.0 - IQ1M_DELTA, -IQ1M_DELTA, 1.0 - IQ1M_DELTA];
+    // shift signs (first group of 8, second group of 8): 0: +,+  1: +,-  2: -,+  3: -,-
+    let negative = |k: usize, half: usize| if half == 0 { k >= 2 } else { k % 2 == 1 };
+    let xx_of = |k: usize, half: usize| if negative(k, half) { &x_m } else { &x_p };
+    let masks = [0x00u8, 0x80, 0x08, 0x88];
+    let blocks: &mut [BlockIQ1M] = bytemuck::cast_slice_mut(dst);
+    for (ibl, (xbl, y)) in src.chunks_exact(QK_K).zip(blocks).enumerate() {
+        *y = bytemuck::Zeroable::zeroed();
+        let sigma2 = 2.0 * sum_sq(xbl) / QK_K as f32;
+        let mut scales = [0f32; QK_K / BS];
+        let mut shifts = [0usize; QK_K / BS];
+        let mut max_scale = 0f32;
+        let mut weight = [0f32; BS];
+        for (ib, xb) in xbl.chunks_exact(BS).enumerate() {
+            group_weights(
+                &mut weight,
+                xb,
+                imatrix_at(imatrix, ibl, BS, ib),
+                sigma2,
+                |x| x * x,
+            );
+            let max = max_abs(xb);
+            if max < GROUP_MAX_EPS_IQ1_M {
+                continue;
+            }
+            let idx = sorted_order::<BS>(xb);
+            let mut best_score = -f32::MAX;
+            let mut scale = max;
+            let mut best: Option<(usize, usize, usize)> = None;
+            // Prefix sums of w x and w per half of the group (each half has its own shift
+            // sign). As x[0] - x[1] = x[1] - x[2] = -1 for both shift signs, the sum of
+            // w x q over a split is T x[2] - px[i1] - px[i2].
+            let mut px = [[0f32; BS + 1]; 2];
+            let mut pw = [[0f32; BS + 1]; 2];
+            for (j, &i) in idx.iter().enumerate() {
+                let h = i / (BS / 2);
+                px[h][j + 1] = px[h][j] + weight[i] * xb[i];
+                px[1 - h][j + 1] = px[1 - h][j];
+                pw[h][j + 1] = pw[h][j] + weight[i];
+                pw[1 - h][j + 1] = pw[1 - h][j];
+            }
+            let txs = [px[0][BS], px[1][BS]];
+            let tws = [pw[0][BS], pw[1][BS]];
+            let (p2, m2) = (x_p[2], x_m[2]);
+            let cp1 = x_p[0] * x_p[0] - x_p[1] * x_p[1];
+            let cp2 = x_p[1] * x_p[1] - x_p[2] * x_p[2];
+            let cm1 = x_m[0] * x_m[0] - x_m[1] * x_m[1];
+            let cm2 = x_m[1] * x_m[1] - x_m[2] * x_m[2];
+            for i1 in 0..=BS {
+                for i2 in i1..=BS {
+                    let (mut qx_p, mut qx_m, mut q2_p, mut q2_m) =
+                        ([0f32; 2], [0f32; 2], [0f32; 2], [0f32; 2]);
+                    for h in 0..2 {
+                        let sx = px[h][i1] + px[h][i2];
+                        qx_p[h] = txs[h] * p2 - sx;
+                        qx_m[h] = txs[h] * m2 - sx;
+                        q2_p[h] = tws[h] * p2 * p2 + pw[h][i1] * cp1 + pw[h][i2] * cp2;
+                        q2_m[h] = tws[h] * m2 * m2 + pw[h][i1] * cm1 + pw[h][i2] * cm2;
+                    }
+                    let sumqx = [
+                        qx_p[0] + qx_p[1],
+                        qx_p[0] + qx_m[1],
+                        qx_m[0] + qx_p[1],
+                        qx_m[0] + qx_m[1],
+                    ];
+                    let sumq2 = [
+                        q2_p[0] + q2_p[1],
+                        q2_p[0] + q2_m[1],
+                        q2_m[0] + q2_p[1],
+                        q2_m[0] + q2_m[1],
+                    ];
+                    for k in 0..4 {
+                        if sumq2[k] > 0.0 && sumqx[k] * sumqx[k] > best_score * sumq2[k] {
+                            scale = sumqx[k] / sumq2[k];
+                            best_score = scale * sumqx[k];
+                            best = Some((i1, i2, k));
+                        }
+                    }
+                }
+            }
+            let Some((i1, i2, mut best_k)) = best else {
+                continue;
+            };
+            let mut l = [0i8; BS];
+            split_levels(&mut l, &idx, i1, i2);
+            if scale < 0.0 {
+                for v in &mut l {
+                    *v = 2 - *v;
+                }
+                scale = -scale;
+                best_k = 3 - best_k;
+            }
+            let mut index = [0usize; 2];
+            let mut all_on_grid = true;
+            for half in 0..2 {
+                let r = 8 * half..8 * half + 8;
+                let u = lat.pack(&l[r.clone()]);
+                index[half] = match lat.index(u) {
+                    Some(j) => j,
+                    None => {
+                        all_on_grid = false;
+                        let (x, w) = (&xb[r.clone()], &weight[r.clone()]);
+                        let xx = xx_of(best_k, half);
+                        lat.best_neighbour_iq1(u, x, w, scale, xx, &mut l[r])
+                    }
+                };
+            }
+            if !all_on_grid {
+                let (mut sumqx, mut sumq2) = (0f32, 0f32);
+                for half in 0..2 {
+                    let xx = xx_of(best_k, half);
+                    for (j, &p) in lat.point(index[half]).iter().enumerate() {
+                        let w = weight[8 * half + j];
+                        let q = xx[((p - 1) / 2) as usize];
+                        sumqx += w * q * xb[8 * half + j];
+                        sumq2 += w * q * q;
+                    }
+                }
+                if sumqx > 0.0 && sumq2 > 0.0 {
+                    scale = sumqx / sumq2;
+                }
+            }
+            y.qs[2 * ib] = (index[0] & 255) as u8;
+            y.qs[2 * ib + 1] = (index[1] & 255) as u8;
+            y.qh[ib] = ((index[0] >> 8) | ((index[1] >> 8) << 4)) as u8;
+            scales[ib] = scale;
+            shifts[ib] = best_k;
+            max_scale = c_max(max_scale, scale);
+        }
+        if max_scale == 0.0 {
+            continue;
+        }
+        // the 3-bit group scales, then the super-block scale refitted to them
+        let mut sc = [0u16; 4];
+        let mut d = max_scale / 15.0;
+        let id = 1.0 / d;
+        let (mut sumqx, mut sumq2) = (0f32, 0f32);
+        for (ib, xb) in xbl.chunks_exact(BS).enumerate() {
+            let l = group_scale(id, scales[ib], 7);
+            sc[ib / 4] |= (l << (3 * (ib % 4))) as u16;
+            y.qh[ib] |= masks[shifts[ib]];
+            group_weights(
+                &mut weight,
+                xb,
+                imatrix_at(imatrix, ibl, BS, ib),
+                sigma2,
+                |x| x * x,
+            );
+            for half in 0..2 {
+                let xx = xx_of(shifts[ib], half);
+                let j =
+                    y.qs[2 * ib + half] as usize | ((y.qh[ib] as usize) << (8 - 4 * half)) & 0x700;
+                for (i, &p) in lat.point(j).iter().enumerate() {
+                    let w = weight[8 * half + i];
+                    let q = xx[((p - 1) / 2) as usize] * (2 * l + 1) as f32;
+                    sumqx += w * q * xb[8 * half + i];
+                    sumq2 += w * q * q;
+                }
+            }
+        }
+        if sumq2 > 0.0 {
+            d = sumqx / sumq2;
+        }
+        let s = super::F16::from_f32(d * 1.1125);
+        let s = u16::from_le_bytes(s.0);
+        sc[0] |= (s & 0x000f) << 12;
+        sc[1] |= (s & 0x00f0) << 8;
+        sc[2] |= (s & 0x0f00) << 4;
+        sc[3] |= s & 0xf000;
+        for (k, v) in sc.iter().enumerate() {
+            y.scales[2 * k..2 * k + 2].copy_from_slice(&v.to_le_bytes());
         }
     }
 }

@@ -26,30 +26,35 @@ pub use q5k::q5k_values;
 pub use q6k::q6k_values;
 
 use super::blocks::{as_blocks, as_blocks_mut, BlockQ8K, QuantBlock};
+use super::common::{abs_max, make_qkx_quants, make_qp_quants, make_qx_quants, sum_sq};
+use super::common::{imatrix_weights, QkxSearch, GROUP_MAX_EPS, QKX3_SEARCH};
 use super::{GgmlType, Kernels, QK_K};
+
+/// ggml's `nearest_int`, kept at this path for the SIMD kernels.
+pub(crate) use super::common::nearest_int;
 
 /// `K_SCALE_SIZE`: the packed 6-bit scales and mins of Q4_K and Q5_K.
 pub const K_SCALE_SIZE: usize = 12;
 
-/// Groups whose largest magnitude is below this are quantized as zero (`GROUP_MAX_EPS`).
-const GROUP_MAX_EPS: f32 = 1e-15;
-
 pub(super) fn kernels(ty: GgmlType) -> Option<Kernels> {
-    let k = |dequantize, quantize, vec_dot| Kernels {
-        ty,
-        dot_type: GgmlType::Q8K,
-        dequantize: Some(dequantize),
-        quantize: Some(quantize),
-        vec_dot,
-    };
     Some(match ty {
-        GgmlType::Q2K => k(q2k::dequantize, q2k::quantize, Some(q2k::vec_dot)),
-        GgmlType::Q3K => k(q3k::dequantize, q3k::quantize, Some(q3k::vec_dot)),
-        GgmlType::Q4K => k(q4k::dequantize, q4k::quantize, Some(q4k::vec_dot)),
-        GgmlType::Q5K => k(q5k::dequantize, q5k::quantize, Some(q5k::vec_dot)),
-        GgmlType::Q6K => k(q6k::dequantize, q6k::quantize, Some(q6k::vec_dot)),
+        GgmlType::Q2K => {
+            Kernels::of::<BlockQ2K>(q2k::dequantize, q2k::quantize, Some(q2k::vec_dot))
+        }
+        GgmlType::Q3K => {
+            Kernels::of::<BlockQ3K>(q3k::dequantize, q3k::quantize, Some(q3k::vec_dot))
+        }
+        GgmlType::Q4K => {
+            Kernels::of::<BlockQ4K>(q4k::dequantize, q4k::quantize, Some(q4k::vec_dot))
+        }
+        GgmlType::Q5K => {
+            Kernels::of::<BlockQ5K>(q5k::dequantize, q5k::quantize, Some(q5k::vec_dot))
+        }
+        GgmlType::Q6K => {
+            Kernels::of::<BlockQ6K>(q6k::dequantize, q6k::quantize, Some(q6k::vec_dot))
+        }
         // ggml has no Q8_K x Q8_K dot product.
-        GgmlType::Q8K => k(q8k::dequantize, q8k::quantize, None),
+        GgmlType::Q8K => Kernels::of::<BlockQ8K>(q8k::dequantize, q8k::quantize, None),
         _ => return None,
     })
 }
@@ -224,98 +229,46 @@ fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; QK_K / 4]) {
 // ---------------------------------------------------------------------------------------------
 // ggml's helpers for the k-quant quantizers.
 
-/// ggml's `nearest_int`: round to nearest, ties to even, by adding 1.5 * 2^23 and reading the
-/// low mantissa bits. Exact for |x| <= 2^22; beyond that, and for NaN and inf, it returns the
-/// same wrapped value as ggml (NaN -> 0, inf -> -2^22), never panicking.
-#[inline]
-pub(crate) fn nearest_int(x: f32) -> i32 {
-    let v = x + 12582912.0;
-    (v.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
+/// The asymmetric search of each sub-block of `S` values: `weights(j, xs, w)` fills the
+/// weights of sub-block `j`, then `make_qkx_quants` writes its quants to `l` and finds its
+/// scale and min. Returns the scales and the negated mins.
+fn qkx_sub_blocks<const S: usize, const N: usize>(
+    x: &[f32],
+    nmax: i32,
+    search: &QkxSearch,
+    l: &mut [u8; QK_K],
+    mut weights: impl FnMut(usize, &[f32], &mut [f32; S]),
+) -> ([f32; N], [f32; N]) {
+    let mut laux = [0u8; S];
+    let mut w = [0f32; S];
+    let mut scales = [0f32; N];
+    let mut mins = [0f32; N];
+    for j in 0..N {
+        let xs = &x[S * j..S * j + S];
+        weights(j, xs, &mut w);
+        let lj = &mut l[S * j..S * j + S];
+        (scales[j], mins[j]) = make_qkx_quants(nmax, xs, &w, lj, &mut laux, search);
+    }
+    (scales, mins)
 }
 
-/// ggml's `MAX(a, b)` on floats: `a > b ? a : b` (so NaN in `b` wins, NaN in `a` loses).
+/// The largest of 0 and `v` (ggml's `if (v[j] > max) max = v[j]` scan).
 #[inline]
-fn c_max(a: f32, b: f32) -> f32 {
-    if a > b {
-        a
-    } else {
-        b
-    }
+fn max_from_zero(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, &x| if x > m { x } else { m })
 }
 
-/// `make_qx_quants` with `rmse_type == 1`: symmetric quants `L` in `0..2*nmax` (stored with
-/// the `+nmax` offset) and the scale, minimizing the error weighted by `qw` (or `x^2`), trying
-/// 18 scales around `nmax / max|x|`.
-fn make_qx_quants(nmax: i32, x: &[f32], out: &mut [i8], qw: Option<&[f32]>) -> f32 {
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
-    if amax < GROUP_MAX_EPS {
-        out.fill(0);
-        return 0.0;
-    }
-    let w = |i: usize| match qw {
-        Some(q) => q[i],
-        None => x[i] * x[i],
-    };
-    let quant = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
-
-    let mut iscale = -(nmax as f32) / max;
-    let mut sumlx = 0f32;
-    let mut suml2 = 0f32;
-    for (i, &v) in x.iter().enumerate() {
-        let l = quant(iscale, v);
-        out[i] = (l + nmax) as i8;
-        let w = w(i);
-        let lf = l as f32;
-        sumlx += w * v * lf;
-        suml2 += w * lf * lf;
-    }
-    // `suml2 ? ... : 0`: NaN counts as true in C.
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for (i, &v) in x.iter().enumerate() {
-            let lf = quant(iscale, v) as f32;
-            let w = w(i);
-            sumlx += w * v * lf;
-            suml2 += w * lf * lf;
-        }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = (nmax + quant(iscale, v)) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    scale
+/// Sum in order, as ggml's loops accumulate it.
+#[inline]
+fn sum(v: &[f32]) -> f32 {
+    v.iter().fold(0.0, |s, &w| s + w)
 }
 
 /// `make_q3_quants` with `do_rmse`: symmetric quants (stored with the `+nmax` offset) refined
-/// one value at a time for up to 5 passes, weighted by `x^2`.
+/// one value at a time for up to 5 passes, weighted by `x^2`. Not `make_qp_quants`' refinement:
+/// signed levels, and ggml tests only `slx > 0` before recomputing `sl2`.
 fn make_q3_quants(nmax: i32, x: &[f32], out: &mut [i8]) -> f32 {
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (amax, max) = abs_max(x);
     if amax < GROUP_MAX_EPS {
         out.fill(0);
         return 0.0;
@@ -367,190 +320,6 @@ fn make_q3_quants(nmax: i32, x: &[f32], out: &mut [i8]) -> f32 {
     }
 }
 
-/// Parameters of the scale search in `make_qkx2_quants` / `make_qkx3_quants`.
-struct QkxSearch {
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    /// Weighted absolute error instead of squared.
-    use_mad: bool,
-}
-
-/// `make_qkx2_quants` (and `make_qkx3_quants` with weights, which differs only in testing
-/// `max <= min` instead of `max == min`: the same after `min` is clamped to <= 0): asymmetric
-/// quants `L` in `0..=nmax` with a scale and a min (returned as `(scale, -min)`), trying
-/// `nstep + 1` scales and solving the weighted least squares for scale and min at each.
-fn make_qkx_quants(
-    nmax: i32,
-    x: &[f32],
-    weights: &[f32],
-    out: &mut [u8],
-    laux: &mut [u8],
-    p: &QkxSearch,
-) -> (f32, f32) {
-    let n = x.len();
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max == min {
-        out.fill(0);
-        return (0.0, -min);
-    }
-    let err = |d: f32| if p.use_mad { d.abs() } else { d * d };
-    let mut iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_error = 0f32;
-    for i in 0..n {
-        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        out[i] = l as u8;
-        let diff = scale * l as f32 + min - x[i];
-        best_error += weights[i] * err(diff);
-    }
-    if p.nstep < 1 {
-        return (scale, -min);
-    }
-    for is in 0..=p.nstep {
-        iscale = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
-        let mut sum_l = 0f32;
-        let mut sum_l2 = 0f32;
-        let mut sum_xl = 0f32;
-        for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = l as u8;
-            let w = weights[i];
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut cur_error = 0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                cur_error += weights[i] * err(diff);
-            }
-            if cur_error < best_error {
-                out[..n].copy_from_slice(&laux[..n]);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    (scale, -min)
-}
-
-/// `make_qp_quants`: quants `L` in `0..=nmax` of non-negative values (the sub-block scales
-/// and mins) with one scale, weighted by `qw`; searches 8 scales, then refines one value at a
-/// time for up to 5 passes. Like ggml, `L` is a byte: a negative quant wraps, and the
-/// refinement reads the wrapped value back.
-fn make_qp_quants(nmax: i32, x: &[f32], out: &mut [u8], qw: &[f32]) -> f32 {
-    let mut max = 0f32;
-    for &v in x {
-        max = c_max(max, v);
-    }
-    if max < GROUP_MAX_EPS {
-        out.fill(0);
-        return 0.0;
-    }
-    let mut iscale = nmax as f32 / max;
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = nearest_int(iscale * v) as u8;
-    }
-    let scale = 1.0 / iscale;
-    let mut best_mse = 0f32;
-    for i in 0..x.len() {
-        let diff = x[i] - scale * out[i] as f32;
-        best_mse += qw[i] * diff * diff;
-    }
-    for is in -4..=4 {
-        if is == 0 {
-            continue;
-        }
-        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
-        let scale_is = 1.0 / iscale_is;
-        let mut mse = 0f32;
-        for i in 0..x.len() {
-            let l = nearest_int(iscale_is * x[i]).min(nmax);
-            let diff = x[i] - scale_is * l as f32;
-            mse += qw[i] * diff * diff;
-        }
-        if mse < best_mse {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    let mut sumlx = 0f32;
-    let mut suml2 = 0f32;
-    for i in 0..x.len() {
-        let l = nearest_int(iscale * x[i]).min(nmax);
-        out[i] = l as u8;
-        let w = qw[i];
-        let lf = l as f32;
-        sumlx += w * x[i] * lf;
-        suml2 += w * lf * lf;
-    }
-    for _ in 0..5 {
-        let mut n_changed = 0;
-        for i in 0..x.len() {
-            let w = qw[i];
-            let li = out[i] as f32;
-            let mut slx = sumlx - w * x[i] * li;
-            let mut sl2 = suml2 - w * li * li;
-            if slx > 0.0 && sl2 > 0.0 {
-                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
-                if new_l != out[i] as i32 {
-                    let nl = new_l as f32;
-                    slx += w * x[i] * nl;
-                    sl2 += w * nl * nl;
-                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
-                        out[i] = new_l as u8;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        n_changed += 1;
-                    }
-                }
-            }
-        }
-        if n_changed == 0 {
-            break;
-        }
-    }
-    if suml2 > 0.0 {
-        sumlx / suml2
-    } else {
-        0.0
-    }
-}
-
-/// Sum of squares in order, as ggml's loops accumulate it.
-#[inline]
-fn sum_sq(x: &[f32]) -> f32 {
-    x.iter().fold(0.0, |s, &v| s + v * v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,17 +343,6 @@ mod tests {
         block_matches_type::<BlockQ6K>();
         block_matches_type::<BlockQ8K>();
         assert!(kernels(GgmlType::Q4_0).is_none());
-    }
-
-    #[test]
-    fn nearest_int_rounds_half_to_even_and_wraps_like_ggml() {
-        assert_eq!(nearest_int(0.5), 0);
-        assert_eq!(nearest_int(1.5), 2);
-        assert_eq!(nearest_int(-2.5), -2);
-        assert_eq!(nearest_int(-3.7), -4);
-        assert_eq!(nearest_int(4194303.0), 4194303);
-        assert_eq!(nearest_int(f32::NAN), 0);
-        assert_eq!(nearest_int(f32::INFINITY), -0x40_0000);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use super::super::blocks::{BlockQ8K, QuantBlock, F16};
 use super::{
-    dequantize_blocks, dot_blocks, make_qkx_quants, make_qp_quants, nearest_int, pack_2bit,
-    quantize_blocks, sum_sq, QkxSearch, QK_K,
+    dequantize_blocks, dot_blocks, imatrix_weights, make_qp_quants, max_from_zero, nearest_int,
+    pack_2bit, qkx_sub_blocks, quantize_blocks, sum, sum_sq, QkxSearch, QKX3_SEARCH, QK_K,
 };
 use bytemuck::{Pod, Zeroable};
 
@@ -72,33 +72,14 @@ fn quantize_block_ref(x: &[f32], y: &mut BlockQ2K) {
         use_mad: true,
     };
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 16];
-    let mut weights = [0f32; 16];
-    let mut scales = [0f32; QK_K / 16];
-    let mut mins = [0f32; QK_K / 16];
+    let (scales, mins): ([f32; QK_K / 16], _) =
+        qkx_sub_blocks(x, 3, &search, &mut l, |_, xs, w: &mut [f32; 16]| {
+            for (w, v) in w.iter_mut().zip(xs) {
+                *w = v.abs();
+            }
+        });
     // Scales are positive as the min is subtracted.
-    let mut max_scale = 0f32;
-    let mut max_min = 0f32;
-    for j in 0..QK_K / 16 {
-        let xs = &x[16 * j..16 * j + 16];
-        for (w, v) in weights.iter_mut().zip(xs) {
-            *w = v.abs();
-        }
-        (scales[j], mins[j]) = make_qkx_quants(
-            3,
-            xs,
-            &weights,
-            &mut l[16 * j..16 * j + 16],
-            &mut laux,
-            &search,
-        );
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
-    }
+    let (max_scale, max_min) = (max_from_zero(&scales), max_from_zero(&mins));
 
     let mut sc = [0u8; QK_K / 16];
     if max_scale > 0.0 {
@@ -126,34 +107,14 @@ fn quantize_block_ref(x: &[f32], y: &mut BlockQ2K) {
 
 /// `quantize_row_q2_K_impl` on one block, with the importance weights of its 256 columns.
 fn quantize_block_imatrix(x: &[f32], y: &mut BlockQ2K, qw: &[f32]) {
-    let search = QkxSearch {
-        rmin: -0.9,
-        rdelta: 0.05,
-        nstep: 36,
-        use_mad: false,
-    };
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 16];
-    let mut weight = [0f32; 16];
-    let mut scales = [0f32; QK_K / 16];
-    let mut mins = [0f32; QK_K / 16];
     let mut sw = [0f32; QK_K / 16];
     let sigma2 = sum_sq(x) / QK_K as f32;
-    for j in 0..QK_K / 16 {
-        let xs = &x[16 * j..16 * j + 16];
-        for ((w, &q), &v) in weight.iter_mut().zip(&qw[16 * j..16 * j + 16]).zip(xs) {
-            *w = q * (sigma2 + v * v).sqrt();
-        }
-        sw[j] = weight.iter().fold(0.0, |s, &w| s + w);
-        (scales[j], mins[j]) = make_qkx_quants(
-            3,
-            xs,
-            &weight,
-            &mut l[16 * j..16 * j + 16],
-            &mut laux,
-            &search,
-        );
-    }
+    let (scales, mins): ([f32; QK_K / 16], _) =
+        qkx_sub_blocks(x, 3, &QKX3_SEARCH, &mut l, |j, xs, w: &mut [f32; 16]| {
+            imatrix_weights(w, xs, &qw[16 * j..16 * j + 16], sigma2);
+            sw[j] = sum(w);
+        });
     let mut ls = [0u8; QK_K / 16];
     let mut lm = [0u8; QK_K / 16];
     let dm = make_qp_quants(15, &scales, &mut ls, &sw);

@@ -3,8 +3,9 @@
 
 use super::super::blocks::{BlockQ8K, QuantBlock, F16};
 use super::{
-    dequantize_blocks, dot_blocks_lanes, lane_sums, make_q3_quants, make_qx_quants, nearest_int,
-    pack_2bit, pack_q3k_scales, q3k_scales, quantize_blocks, sum_sq, LaneDot, QK_K,
+    dequantize_blocks, dot_blocks_lanes, imatrix_weights, lane_sums, make_q3_quants,
+    make_qx_quants, nearest_int, pack_2bit, pack_q3k_scales, q3k_scales, quantize_blocks, sum,
+    sum_sq, LaneDot, QK_K,
 };
 use bytemuck::{Pod, Zeroable};
 
@@ -107,10 +108,8 @@ fn quantize_block_imatrix(x: &[f32], y: &mut BlockQ3K, qw: &[f32]) {
     let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
     for j in 0..QK_K / 16 {
         let xs = &x[16 * j..16 * j + 16];
-        for ((w, &q), &v) in weight.iter_mut().zip(&qw[16 * j..16 * j + 16]).zip(xs) {
-            *w = q * (sigma2 + v * v).sqrt();
-        }
-        sw[j] = weight.iter().fold(0.0, |s, &w| s + w);
+        imatrix_weights(&mut weight, xs, &qw[16 * j..16 * j + 16], sigma2);
+        sw[j] = sum(&weight);
         scales[j] = make_qx_quants(4, xs, &mut l[16 * j..16 * j + 16], Some(&weight));
     }
     let mut ls = [0i8; QK_K / 16];

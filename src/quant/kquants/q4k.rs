@@ -3,9 +3,9 @@
 
 use super::super::blocks::{BlockQ8K, QuantBlock, F16};
 use super::{
-    dequantize_blocks, dot_blocks_lanes, get_scale_min_k4, lane_sums, make_qkx_quants,
-    make_qp_quants, nearest_int, pack_scale_min_k4, quantize_blocks, scales_mins_k4, sum_sq,
-    LaneDot, QkxSearch, K_SCALE_SIZE, QK_K,
+    dequantize_blocks, dot_blocks_lanes, get_scale_min_k4, imatrix_weights, lane_sums,
+    make_qp_quants, max_from_zero, nearest_int, pack_scale_min_k4, qkx_sub_blocks, quantize_blocks,
+    scales_mins_k4, sum, sum_sq, LaneDot, QkxSearch, K_SCALE_SIZE, QKX3_SEARCH, QK_K,
 };
 use bytemuck::{Pod, Zeroable};
 
@@ -105,34 +105,15 @@ pub(super) fn k4_scales_ref(
         nstep,
         use_mad: false,
     };
-    let mut laux = [0u8; 32];
-    let mut weights = [0f32; 32];
-    let mut scales = [0f32; QK_K / 32];
-    let mut mins = [0f32; QK_K / 32];
+    let (scales, mins): ([f32; QK_K / 32], _) =
+        qkx_sub_blocks(x, nmax, &search, l, |_, xs, w: &mut [f32; 32]| {
+            let av_x = (sum_sq(xs) / 32.0).sqrt();
+            for (w, v) in w.iter_mut().zip(xs) {
+                *w = av_x + v.abs();
+            }
+        });
     // Scales are positive as the min is subtracted.
-    let mut max_scale = 0f32;
-    let mut max_min = 0f32;
-    for j in 0..QK_K / 32 {
-        let xs = &x[32 * j..32 * j + 32];
-        let av_x = (sum_sq(xs) / 32.0).sqrt();
-        for (w, v) in weights.iter_mut().zip(xs) {
-            *w = av_x + v.abs();
-        }
-        (scales[j], mins[j]) = make_qkx_quants(
-            nmax,
-            xs,
-            &weights,
-            &mut l[32 * j..32 * j + 32],
-            &mut laux,
-            &search,
-        );
-        if scales[j] > max_scale {
-            max_scale = scales[j];
-        }
-        if mins[j] > max_min {
-            max_min = mins[j];
-        }
-    }
+    let (max_scale, max_min) = (max_from_zero(&scales), max_from_zero(&mins));
     let inv_scale = if max_scale > 0.0 {
         63.0 / max_scale
     } else {
@@ -164,33 +145,13 @@ pub(super) fn k4_scales_imatrix(
     clamp63: bool,
     l: &mut [u8; QK_K],
 ) -> ([u8; K_SCALE_SIZE], F16, F16) {
-    let search = QkxSearch {
-        rmin: -0.9,
-        rdelta: 0.05,
-        nstep: 36,
-        use_mad: false,
-    };
-    let mut laux = [0u8; 32];
-    let mut weights = [0f32; 32];
-    let mut scales = [0f32; QK_K / 32];
-    let mut mins = [0f32; QK_K / 32];
     let mut sw = [0f32; QK_K / 32];
     let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
-    for j in 0..QK_K / 32 {
-        let xs = &x[32 * j..32 * j + 32];
-        for ((w, &q), &v) in weights.iter_mut().zip(&qw[32 * j..32 * j + 32]).zip(xs) {
-            *w = q * (sigma2 + v * v).sqrt();
-        }
-        sw[j] = weights.iter().fold(0.0, |s, &w| s + w);
-        (scales[j], mins[j]) = make_qkx_quants(
-            nmax,
-            xs,
-            &weights,
-            &mut l[32 * j..32 * j + 32],
-            &mut laux,
-            &search,
-        );
-    }
+    let (scales, mins): ([f32; QK_K / 32], _) =
+        qkx_sub_blocks(x, nmax, &QKX3_SEARCH, l, |j, xs, w: &mut [f32; 32]| {
+            imatrix_weights(w, xs, &qw[32 * j..32 * j + 32], sigma2);
+            sw[j] = sum(w);
+        });
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
     let d_block = make_qp_quants(63, &scales, &mut ls, &sw);

@@ -2,7 +2,7 @@
 //! k-quant and i-quant dot products. The block layout is `blocks::BlockQ8K`.
 
 use super::super::blocks::{F32Le, I16Le};
-use super::{dequantize_blocks, nearest_int, quantize_blocks, BlockQ8K, QK_K};
+use super::{abs_max, dequantize_blocks, nearest_int, quantize_blocks, BlockQ8K, QK_K};
 
 /// `quantize_row_q8_K_ref` (the CPU backend's `quantize_row_q8_K` calls it on every
 /// architecture): `d = max / -127` with the signed value of largest magnitude, so that value
@@ -12,15 +12,7 @@ pub(super) fn quantize(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
 }
 
 pub(crate) fn quantize_block(x: &[f32], y: &mut BlockQ8K, _qw: Option<&[f32]>) {
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (amax, max) = abs_max(x);
     if amax == 0.0 {
         // ggml leaves `bsums` as they were; zero is what they sum to.
         *y = bytemuck::Zeroable::zeroed();
