@@ -124,7 +124,7 @@ fn gaussian_profile_json_and_chart() {
     let dir = std::env::temp_dir().join(format!("strait-profile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let svg = dir.join("p.svg");
-    let types = [&KFAMILY[..], &["Q4_0", "IQ2_XXS", "IQ1_S"]]
+    let types = [&KFAMILY[..], &["Q4_0", "IQ2_XXS", "I32"]]
         .concat()
         .join(",");
     let mut args = vec!["profile", "-o", "json", "--types", &types];
@@ -171,9 +171,10 @@ fn gaussian_profile_json_and_chart() {
     assert_eq!(find(&doc, "Q4_K")["bits_per_weight"], 4.5);
 
     // Formats that cannot be measured are listed with the reason; the imatrix ones say how.
-    let iq1 = find(&doc, "IQ1_S");
-    assert!(iq1["skipped"].as_str().unwrap().contains("no quantizer"));
-    assert!(iq1["gaussian"].is_null());
+    let i32 = find(&doc, "I32");
+    assert_eq!(i32["skipped"], "I32 has no kernels in this build");
+    assert!(i32["gaussian"].is_null());
+    assert!(i32["speed"].as_array().unwrap().is_empty());
     let iq2 = find(&doc, "IQ2_XXS");
     assert!(iq2["skipped"].is_null());
     assert!(iq2["note"].as_str().unwrap().contains("uniform importance"));
@@ -196,14 +197,14 @@ fn gaussian_profile_json_and_chart() {
             "{ty}"
         );
     }
-    assert!(!text.contains("data-label=\"IQ1_S\""));
-    assert!(text.contains("skipped: IQ1_S"));
+    assert!(!text.contains("data-label=\"I32\""));
+    assert!(text.contains("skipped: I32"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn csv_and_markdown_tables() {
-    let mut args = vec!["profile", "-o", "csv", "--types", "Q4_0,Q8_0,IQ1_M"];
+    let mut args = vec!["profile", "-o", "csv", "--types", "Q4_0,Q8_0,I32"];
     args.extend(QUICK);
     let csv = ok(&args);
     let lines: Vec<&str> = csv.lines().collect();
@@ -220,8 +221,8 @@ fn csv_and_markdown_tables() {
     let q8: Vec<&str> = lines[2].split(',').collect();
     let rel = |r: &[&str]| r[4].parse::<f64>().unwrap();
     assert!(rel(&q8) > 0.0 && rel(&q8) < rel(&q4) / 4.0);
-    assert!(lines[3].starts_with("IQ1_M,1.7500,-,-,-"));
-    assert!(lines[3].ends_with("skipped: IQ1_M has no quantizer in this build"));
+    assert!(lines[3].starts_with("I32,32.0000,-,-,-"), "{}", lines[3]);
+    assert!(lines[3].ends_with("skipped: I32 has no kernels in this build"));
 
     let mut args = vec!["profile", "--types", "Q8_0"];
     args.extend(QUICK);
