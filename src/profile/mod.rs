@@ -420,6 +420,9 @@ impl Profile {
         if let Some(m) = &self.model {
             note += &format!("; model {m}");
         }
+        if let Some(l) = self.machine.load_average {
+            note += &format!("; load average {l:.1} at the start");
+        }
         if !skipped.is_empty() {
             note += &format!("; skipped: {}", skipped.join(", "));
         }
