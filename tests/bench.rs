@@ -141,4 +141,5 @@ fn unusable_flags_are_errors() {
     assert!(err(&["bench", "-m", &m, "-r", "0", "-p", "4", "-n", "0"]).contains("repetitions"));
     assert!(err(&["bench", "-m", &m, "-p", "0", "-n", "0"]).contains("nothing to measure"));
     assert!(err(&["bench", "-m", "/nonexistent.gguf"]).contains("/nonexistent.gguf"));
+    assert!(err(&["bench", "-m", &m, "-p", "100000000"]).contains("training context"));
 }

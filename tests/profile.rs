@@ -326,6 +326,7 @@ fn bad_arguments_are_errors() {
     assert!(fail(&["profile", "--types", "Q4_0,Q9_9"]).contains("unknown type \"Q9_9\""));
     assert!(fail(&["profile", "--row-len", "100"]).contains("multiple of 256"));
     assert!(fail(&["profile", "--rows", "0"]).contains("at least one row"));
+    assert!(fail(&["profile", "--rows", "1000000"]).contains("more than 268435456 values"));
     assert!(fail(&["profile", "--model", "/nonexistent.gguf"]).contains("/nonexistent.gguf"));
     assert!(fail(&["profile", "--perplexity", "x.txt"]).contains("needs --model"));
 }

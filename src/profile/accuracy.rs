@@ -123,7 +123,11 @@ impl ModelRows {
             let (n, rows) = (t.row_len() as usize, t.n_rows() as usize);
             let rb = t.row_bytes() as usize;
             let data = file.data(t);
-            if n == 0 || rows == 0 || data.len() < rb.saturating_mul(rows) {
+            if n == 0
+                || rows == 0
+                || t.ty.row_bytes(n as u64) != Some(rb as u64)
+                || data.len() < rb.saturating_mul(rows)
+            {
                 skipped.push(format!("{} (data shorter than its shape)", t.name));
                 continue;
             }

@@ -133,6 +133,13 @@ pub fn bench_model(
             "nothing to measure: both -p and -n are 0".into(),
         ));
     }
+    let train = model.config.n_ctx_train;
+    if train > 0 && opts.n_prompt.max(opts.n_gen) > train {
+        return Err(Error::Invalid(format!(
+            "-p {} / -n {}: more positions than the model's training context of {train}",
+            opts.n_prompt, opts.n_gen
+        )));
+    }
     let facts = ModelFacts::of(model)?;
     let n_ctx = opts.n_prompt.max(opts.n_gen).max(1);
     let eopts = EngineOptions {

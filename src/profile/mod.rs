@@ -168,6 +168,15 @@ pub fn run(
             quant::QK_K
         )));
     }
+    // 2^28 values (1 GiB of f32) is far more than a stable figure needs.
+    if opts.rows.checked_mul(opts.n).map_or(true, |v| v > 1 << 28) {
+        return Err(Error::Invalid(format!(
+            "{} rows of {} values is more than {} values",
+            opts.rows,
+            opts.n,
+            1u64 << 28
+        )));
+    }
     let data = rng::Rng::new(opts.seed).gaussians(opts.rows * opts.n);
     let rows = match model {
         Some((_, f)) => Some(accuracy::ModelRows::load(f, opts.model_rows)?),

@@ -97,6 +97,10 @@ pub fn score(
             if i < first || i + 1 >= chunk.len() || err.is_some() {
                 return;
             }
+            if chunk.len() != n_ctx || p >= positions {
+                err = Some(format!("chunks must all hold {n_ctx} tokens"));
+                return;
+            }
             if logits.len() != v {
                 err = Some(format!("{} logits, the vocabulary has {v}", logits.len()));
                 return;

@@ -83,7 +83,7 @@ impl Axis {
 }
 
 fn tick_label(t: f64) -> String {
-    if t >= 1000.0 || t < 0.001 {
+    if !(0.001..1000.0).contains(&t) {
         format!("{t:.0e}")
     } else {
         let s = format!("{t:.3}");
