@@ -19,14 +19,14 @@ struct Cli {
 enum Command {
     /// Show what a GGUF file holds: architecture, sizes, quant types, hyperparameters
     Inspect(cli::inspect::Args),
-    /// Quantize a model to a llama.cpp type mix (Q4_K_M, Q6_K, Q8_0, ...) or a single type
-    Quantize(cli::quantize::Args),
     /// Generate text from a prompt, streamed as it is made
     Run(cli::run::Args),
     /// Top logits and logsumexp at every position of a prompt
     Logits(cli::logits::Args),
     /// Perplexity of a text file (llama.cpp's method)
     Perplexity(cli::perplexity::Args),
+    /// Quantize a model to a llama.cpp type mix (Q4_K_M, Q6_K, Q8_0, ...) or a single type
+    Quantize(cli::quantize::Args),
     /// Check every quant kernel path against a directory of ggml reference files
     CheckReference(cli::check_reference::Args),
     /// Show the CPU features and the kernel path strait uses
@@ -43,10 +43,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
-        Command::Quantize(args) => cli::quantize::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Logits(args) => cli::logits::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),
+        Command::Quantize(args) => cli::quantize::run(args),
         Command::CheckReference(args) => cli::check_reference::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Profile(args) => cli::profile::run(args),

@@ -164,7 +164,7 @@ impl Sampler {
                 .select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
             self.cand.truncate(k);
         }
-        self.cand.sort_by(|a, b| b.1.total_cmp(&a.1));
+        self.cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
         // top-p over the softmax at temperature 1
         if p.top_p < 1.0 {
             let max = self.cand[0].1;

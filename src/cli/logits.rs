@@ -32,6 +32,11 @@ pub struct Args {
     pub threads: usize,
 }
 
+/// An f32 as the shortest decimal that reads back as it (not its f64 expansion).
+fn short(x: f32) -> f64 {
+    format!("{x}").parse().unwrap_or(x as f64)
+}
+
 pub fn run(args: Args) -> Result<()> {
     let path = model_path(&args.model)?;
     let model = Model::load(&path)?;
@@ -69,8 +74,8 @@ pub fn run(args: Args) -> Result<()> {
             "prompt": prompt,
             "tokens": tokens,
             "positions": positions.iter().map(|p| serde_json::json!({
-                "logsumexp": p.logsumexp,
-                "top": p.top.iter().map(|&(id, l)| serde_json::json!([id, l])).collect::<Vec<_>>(),
+                "logsumexp": short(p.logsumexp as f32),
+                "top": p.top.iter().map(|&(id, l)| serde_json::json!([id, short(l)])).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
         println!("{json}");

@@ -7,6 +7,6 @@ pub mod inspect;
 pub mod logits;
 pub mod perplexity;
 pub mod profile;
-pub mod quantize;
 pub mod run;
 pub mod tokenize;
+pub mod quantize;

@@ -67,6 +67,10 @@ impl State {
             )));
         }
         let z = |n: usize| vec![0f32; n];
+        // The two buffers that grow with the vocabulary and the context are allocated first,
+        // with an error rather than an abort when memory runs out.
+        let logits = super::kv::zeroed::<f32>(n_out * c.n_vocab, "the logits")?;
+        let scores = super::kv::zeroed::<f32>(c.n_head * kv.n_ctx, "attention scores")?;
         Ok(State {
             n_batch,
             n_out,
@@ -81,13 +85,13 @@ impl State {
             gate: z(n_batch * c.n_ff),
             up: z(n_batch * c.n_ff),
             rope_cs: z(n_batch * c.n_rot),
-            scores: z(c.n_head * kv.n_ctx),
+            scores,
             q_dot: vec![0u8; c.n_head * q_dot],
             q_h: z(c.n_head * c.head_dim_k),
             v_row: z(c.n_head * c.head_dim_v),
             act: vec![0u8; act],
             out_x: z(n_out * c.dim),
-            logits: z(n_out * c.n_vocab),
+            logits,
         })
     }
 }
@@ -122,6 +126,7 @@ pub fn embed(c: &Config, st: &mut State, embd: &WeightView, tokens: &[u32]) -> R
 
 /// One transformer layer over the `n` tokens in `st.x`, at positions `pos0..pos0 + n`; their
 /// keys and values are written to the cache of layer `il`.
+#[allow(clippy::too_many_arguments)]
 pub fn forward_layer(
     il: usize,
     w: &LayerWeights,

@@ -64,7 +64,7 @@ impl Timings {
 }
 
 /// What a generation may do.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct GenOptions {
     /// Tokens to make at most (None: until an end-of-generation token or a full context).
     pub n_predict: Option<usize>,
@@ -72,16 +72,6 @@ pub struct GenOptions {
     /// on, as llama.cpp's `--context-shift`; otherwise stop.
     pub context_shift: bool,
     pub n_keep: usize,
-}
-
-impl Default for GenOptions {
-    fn default() -> Self {
-        GenOptions {
-            n_predict: None,
-            context_shift: false,
-            n_keep: 0,
-        }
-    }
 }
 
 /// Evaluates `prompt` after what the engine holds, then samples up to `n_predict` tokens,
@@ -118,9 +108,13 @@ pub fn generate(
 
     let t1 = Instant::now();
     let mut made = 0;
+    let mut evals = 0;
     let reason = loop {
         if stop.load(Ordering::Relaxed) {
             break Stop::Interrupted;
+        }
+        if opts.n_predict.is_some_and(|n| made >= n) {
+            break Stop::Length;
         }
         if is_eog(next) {
             break Stop::EndOfGeneration;
@@ -140,8 +134,10 @@ pub fn generate(
             engine.shift_context(n_keep, n_discard)?;
         }
         next = sampler.sample(engine.eval_last(&[next])?);
+        evals += 1;
     };
-    tm.gen_tokens = made;
+    // As llama.cpp counts: the tokens evaluated after the prompt.
+    tm.gen_tokens = evals;
     tm.gen_time = t1.elapsed();
     Ok((reason, tm))
 }

@@ -56,7 +56,7 @@ impl KvCache {
                 "a KV cache of {n_ctx} positions ({total} bytes) cannot be allocated"
             )));
         }
-        let layer = |row: usize| vec![0u8; row * n_ctx];
+        let layer = |row: usize| zeroed::<u8>(row * n_ctx, "the KV cache");
         Ok(KvCache {
             ty,
             n_ctx,
@@ -64,8 +64,12 @@ impl KvCache {
             k_head,
             v_row,
             v_head,
-            k: (0..c.n_layer).map(|_| layer(k_row)).collect(),
-            v: (0..c.n_layer).map(|_| layer(v_row)).collect(),
+            k: (0..c.n_layer)
+                .map(|_| layer(k_row))
+                .collect::<Result<_>>()?,
+            v: (0..c.n_layer)
+                .map(|_| layer(v_row))
+                .collect::<Result<_>>()?,
             n_past: 0,
         })
     }
@@ -84,4 +88,17 @@ fn row_bytes(ty: GgmlType, n_heads: usize, head_dim: usize) -> Result<(usize, us
         ))
     })? as usize;
     Ok((head * n_heads, head))
+}
+
+/// A zeroed buffer of `n` values, or an error naming `what` when memory runs out.
+pub(crate) fn zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::Invalid(format!(
+            "cannot allocate {} bytes for {what}",
+            n as u128 * std::mem::size_of::<T>() as u128
+        ))
+    })?;
+    v.resize(n, T::default());
+    Ok(v)
 }

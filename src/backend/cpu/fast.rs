@@ -6,8 +6,12 @@
 //! and accumulate in f32, as ggml's SIMD `ggml_vec_dot_f16` does.
 
 use crate::quant::blocks::{as_blocks, BlockQ8_0, BlockQ8_1};
+use crate::quant::blocks::{BlockQ8K, F16};
+use crate::quant::kquants::{
+    q4k_values, q5k_values, q6k_values, scales_mins_k4, BlockQ4K, BlockQ5K, BlockQ6K, K_SCALE_SIZE,
+};
 use crate::quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1};
-use crate::quant::{GgmlType, VecDotFn};
+use crate::quant::{GgmlType, VecDotFn, QK_K};
 use std::sync::OnceLock;
 
 fn has_avx2() -> bool {
@@ -40,6 +44,9 @@ pub fn vec_dot(ty: GgmlType) -> Option<VecDotFn> {
             GgmlType::Q5_0 => Some(x86::q5_0 as VecDotFn),
             GgmlType::Q5_1 => Some(x86::q5_1 as VecDotFn),
             GgmlType::Q8_0 => Some(x86::q8_0 as VecDotFn),
+            GgmlType::Q4K => Some(x86::q4_k as VecDotFn),
+            GgmlType::Q5K => Some(x86::q5_k as VecDotFn),
+            GgmlType::Q6K => Some(x86::q6_k as VecDotFn),
             _ => None,
         }
     }
@@ -93,6 +100,9 @@ mod x86 {
     safe_wrapper!(q5_0, q5_0_avx2);
     safe_wrapper!(q5_1, q5_1_avx2);
     safe_wrapper!(q8_0, q8_0_avx2);
+    safe_wrapper!(q4_k, q4_k_avx2);
+    safe_wrapper!(q5_k, q5_k_avx2);
+    safe_wrapper!(q6_k, q6_k_avx2);
 
     #[inline(always)]
     unsafe fn h2f(h: crate::quant::blocks::F16) -> f32 {
@@ -221,6 +231,111 @@ mod x86 {
         sumf
     }
 
+    /// The eight lane sums of ggml's generic k-quant kernels over one block:
+    /// lanes[l] = sum over values i with i % 8 == l of scale(i / 16) * q[i] * y[i].
+    #[inline(always)]
+    unsafe fn k_lanes(q: &[i8; QK_K], y: &[i8; QK_K], scale16: impl Fn(usize) -> i32) -> __m256i {
+        let mut acc = _mm256_setzero_si256();
+        for j in 0..QK_K / 16 {
+            // SAFETY: 16 bytes at 16 * j are inside both 256-byte arrays.
+            let q16 =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(q.as_ptr().add(16 * j) as *const __m128i));
+            let y16 =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(y.as_ptr().add(16 * j) as *const __m128i));
+            // |q * y| <= 32 * 128 fits in i16.
+            let p = _mm256_mullo_epi16(q16, y16);
+            let lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(p));
+            let hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(p, 1));
+            let s = _mm256_add_epi32(lo, hi);
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(s, _mm256_set1_epi32(scale16(j))));
+        }
+        acc
+    }
+
+    /// Accumulates one block as the scalar `dot_blocks_lanes` does: sums[l] += d * lanes[l].
+    #[inline(always)]
+    unsafe fn k_accumulate(sums: __m256, d: f32, lanes: __m256i) -> __m256 {
+        _mm256_add_ps(
+            sums,
+            _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes)),
+        )
+    }
+
+    /// The final sum: the min terms, then the eight lanes in order.
+    #[inline(always)]
+    unsafe fn k_finish(mut sumf: f32, sums: __m256) -> f32 {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
+        for s in lanes {
+            sumf += s;
+        }
+        sumf
+    }
+
+    #[inline(always)]
+    unsafe fn k4_like(
+        n: usize,
+        vx: &[u8],
+        vy: &[u8],
+        parts: impl Fn(&[u8]) -> (F16, F16, [u8; K_SCALE_SIZE], [i8; QK_K]),
+        block_bytes: usize,
+    ) -> f32 {
+        let y: &[BlockQ8K] = as_blocks(vy);
+        let mut sums = _mm256_setzero_ps();
+        let mut sumf = 0f32;
+        for (bx, by) in vx.chunks_exact(block_bytes).zip(y).take(n / QK_K) {
+            let (d, dmin, scales, q) = parts(bx);
+            let (sc, m) = scales_mins_k4(&scales);
+            let summ: i32 = (0..QK_K / 16)
+                .map(|j| by.bsums[j].get() as i32 * m[j / 2] as i32)
+                .sum();
+            let lanes = k_lanes(&q, &by.qs, |j| sc[j / 2] as i32);
+            sums = k_accumulate(sums, d.to_f32() * by.d.get(), lanes);
+            sumf -= (dmin.to_f32() * by.d.get()) * summ as f32;
+        }
+        k_finish(sumf, sums)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_k_avx2(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
+        k4_like(
+            n,
+            vx,
+            vy,
+            |b| {
+                let b: &BlockQ4K = &as_blocks(b)[0];
+                (b.d, b.dmin, b.scales, q4k_values(b))
+            },
+            std::mem::size_of::<BlockQ4K>(),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_k_avx2(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
+        k4_like(
+            n,
+            vx,
+            vy,
+            |b| {
+                let b: &BlockQ5K = &as_blocks(b)[0];
+                (b.d, b.dmin, b.scales, q5k_values(b))
+            },
+            std::mem::size_of::<BlockQ5K>(),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q6_k_avx2(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
+        let x: &[BlockQ6K] = as_blocks(vx);
+        let y: &[BlockQ8K] = as_blocks(vy);
+        let mut sums = _mm256_setzero_ps();
+        for (bx, by) in x.iter().zip(y).take(n / QK_K) {
+            let lanes = k_lanes(&q6k_values(bx), &by.qs, |j| bx.scales[j] as i32);
+            sums = k_accumulate(sums, bx.d.to_f32() * by.d.get(), lanes);
+        }
+        k_finish(0.0, sums)
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f16_f32(k: &[u8], q: &[f32]) -> f32 {
         let n = q.len().min(k.len() / 2);
@@ -294,7 +409,7 @@ mod tests {
             let Some(fast) = vec_dot(ty) else { continue };
             let k = quant::scalar(ty).unwrap();
             let dk = quant::scalar(k.dot_type).unwrap();
-            for n in [32usize, 64, 256, 576] {
+            for n in [256usize, 512, 1536] {
                 let w = random(n, n as u64 + ty.id() as u64);
                 let a = random(n, 7 * n as u64);
                 let mut wq = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];

@@ -85,6 +85,8 @@ pub fn matmul(
     let n_chunks = w.rows.div_ceil(chunk);
     let outp = OutPtr(out.as_mut_ptr());
     (0..n_chunks).into_par_iter().for_each(|c| {
+        // Capture the whole wrapper, not its raw-pointer field (which is not Send).
+        #[allow(clippy::redundant_locals)]
         let outp = outp;
         let r0 = c * chunk;
         let r1 = (r0 + chunk).min(w.rows);

@@ -142,3 +142,62 @@ pub fn softmax(x: &mut [f32]) {
         *v *= inv;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rotating by p then by -d equals rotating by p - d: what the context shift relies on.
+    #[test]
+    fn rope_rotations_compose() {
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let x: Vec<f32> = (0..64)
+                .map(|i| ((i * 37 % 17) as f32 - 8.0) / 4.0)
+                .collect();
+            let (mut a, mut b) = (x.clone(), x.clone());
+            let mut cs = vec![0f32; 32];
+            rope_cache(&mut cs, 300, 10000.0, 1.0, None);
+            rope(&mut a, 64, &cs, style);
+            rope_cache(&mut cs, -120, 10000.0, 1.0, None);
+            rope(&mut a, 64, &cs, style);
+            rope_cache(&mut cs, 180, 10000.0, 1.0, None);
+            rope(&mut b, 64, &cs, style);
+            for (u, v) in a.iter().zip(&b) {
+                assert!((u - v).abs() < 1e-3, "{style:?}: {u} vs {v}");
+            }
+            // Dimensions past n_rot are untouched.
+            assert_eq!(a[32..], x[32..]);
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_definition() {
+        let x = [1.0f32, -2.0, 3.0, -4.0];
+        let w = [1.0f32, 0.5, 2.0, 1.0];
+        let mut out = [0f32; 4];
+        rms_norm(&mut out, &x, &w, 1e-6);
+        let rms = ((1.0 + 4.0 + 9.0 + 16.0) / 4.0f32 + 1e-6).sqrt();
+        for i in 0..4 {
+            assert!((out[i] - x[i] / rms * w[i]).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = [1.0f32, 2.0, 3.0, f32::NEG_INFINITY];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert_eq!(x[3], 0.0);
+        assert!(x[2] > x[1] && x[1] > x[0]);
+    }
+
+    #[test]
+    fn geglu_uses_the_f16_table() {
+        let mut g = [0.5f32, -11.0, 11.0];
+        geglu(&mut g, &[2.0, 1.0, 1.0]);
+        let gelu = |x: f32| 0.5 * x * (1.0 + (0.797_884_6 * x * (1.0 + 0.044715 * x * x)).tanh());
+        assert!((g[0] - 2.0 * gelu(0.5)).abs() < 1e-3);
+        assert_eq!(g[1], 0.0);
+        assert_eq!(g[2], 11.0);
+    }
+}
