@@ -186,3 +186,60 @@ fn invalid_utf8_is_tokenized_as_llama_cpp_does() {
         .encode_bytes(b"\xF7\xBF\xBF\xBF", false, false)
         .is_err());
 }
+
+#[test]
+fn cli_tokenizes_vocabulary_only_files() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let exe = env!("CARGO_BIN_EXE_strait");
+    let vocab = common::reference("tokenizer/vocab/ggml-vocab-gpt-2.gguf");
+    let out = Command::new(exe)
+        .arg("tokenize")
+        .arg(&vocab)
+        .args(["Hello world", "--ids"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[15496, 995]\n");
+
+    // Text from standard input, as a table of ids and pieces; BOS as the model asks.
+    let spm = common::reference("tokenizer/vocab/ggml-vocab-llama-spm.gguf");
+    let mut child = Command::new(exe)
+        .arg("tokenize")
+        .arg(&spm)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hi").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows, vec![vec!["1", "\"<s>\""], vec!["6324", "\"", "Hi\""]]);
+
+    // --no-bos and --parse-special.
+    let smol = common::model(common::SMOLLM2);
+    let out = Command::new(exe)
+        .arg("tokenize")
+        .arg(&smol)
+        .args(["<|im_start|>user", "--ids", "--parse-special", "--no-bos"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[1, 4093]\n");
+
+    // Errors name the problem and exit with 1.
+    let out = Command::new(exe)
+        .args(["tokenize", "/nonexistent.gguf", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+}

@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use super::pretokenize::{PreTokenizer, Scratch};
-use super::table::{PairTable, StringTable, NONE};
+use super::table::{PairTable, StringTable, WordCache, NONE};
 use super::unicode;
 use super::Tokenizer;
 use crate::{Error, Result};
@@ -35,33 +35,50 @@ impl Bpe {
         n_vocab: u32,
         merges: &[String],
     ) -> Result<Bpe> {
-        let mut split = Vec::with_capacity(merges.len());
-        for m in merges {
-            // llama.cpp splits at the first space after the first byte.
+        // (rank, left, right, left + right) of each merge line; llama.cpp splits at the first
+        // space after the first byte, and a line without one takes a rank but merges nothing.
+        let mut concat = Vec::new();
+        let mut lines = Vec::with_capacity(merges.len());
+        for (rank, m) in merges.iter().enumerate() {
             let bytes = m.as_bytes();
             let Some(sp) = bytes.iter().skip(1).position(|&b| b == b' ').map(|p| p + 1) else {
                 continue;
             };
-            let (a, b) = (&bytes[..sp], &bytes[sp + 1..]);
-            let intern = |pieces: &mut StringTable, s: &[u8]| -> Result<u32> {
-                match pieces.insert(s) {
-                    Some(Ok(id)) | Some(Err(id)) => Ok(id),
-                    None => Err(Error::Invalid("merge text over 4 GiB".into())),
-                }
-            };
-            let ia = intern(pieces, a)?;
-            let ib = intern(pieces, b)?;
-            split.push((ia, ib, a.len() + b.len()));
+            let start = concat.len();
+            concat.extend_from_slice(&bytes[..sp]);
+            concat.extend_from_slice(&bytes[sp + 1..]);
+            lines.push((rank as u32, start, sp, concat.len()));
         }
-        let mut table = PairTable::with_capacity(split.len());
-        let mut buf = Vec::new();
-        for (rank, &(a, b, _)) in split.iter().enumerate() {
-            buf.clear();
-            buf.extend_from_slice(pieces.get(a));
-            buf.extend_from_slice(pieces.get(b));
-            let merged = pieces.find(&buf).unwrap_or(NONE);
-            table.insert_first(a, b, (rank as u32, merged));
+        // Look everything up in one batch (in table order, which is much faster than one
+        // lookup at a time), then add the parts that are no token.
+        let mut queries: Vec<&[u8]> = Vec::with_capacity(lines.len() * 3);
+        for &(_, start, sp, end) in &lines {
+            queries.push(&concat[start..start + sp]);
+            queries.push(&concat[start + sp..end]);
+            queries.push(&concat[start..end]);
         }
+        let mut found = pieces.find_batch(&queries);
+        let mut added = false;
+        for (i, q) in queries.iter().enumerate() {
+            if i % 3 != 2 && found[i] == NONE {
+                found[i] = match pieces.insert(q) {
+                    Some(Ok(id)) | Some(Err(id)) => id,
+                    None => return Err(Error::Invalid("merge text over 4 GiB".into())),
+                };
+                added = true;
+            }
+        }
+        let mut entries = Vec::with_capacity(lines.len());
+        for (k, &(rank, ..)) in lines.iter().enumerate() {
+            let (a, b) = (found[3 * k], found[3 * k + 1]);
+            let mut merged = found[3 * k + 2];
+            if merged == NONE && added {
+                // The merged text may be one of the parts just added.
+                merged = pieces.find(queries[3 * k + 2]).unwrap_or(NONE);
+            }
+            entries.push((a, b, (rank, merged)));
+        }
+        let table = PairTable::build(&entries);
         let map = unicode::byte_map();
         let mut byte_piece = [NONE; 256];
         let mut single_byte_token = [NONE; 256];
@@ -123,6 +140,7 @@ pub struct Session {
     encoded: Vec<u8>,
     symbols: Vec<Symbol>,
     heap: BinaryHeap<Bigram>,
+    cache: WordCache,
 }
 
 impl Session {
@@ -147,6 +165,11 @@ impl Session {
                     )));
                 }
             }
+            if let Some(ids) = self.cache.get(&self.word) {
+                out.extend_from_slice(ids);
+                continue;
+            }
+            let first_out = out.len();
             if bpe.pre.ignore_merges {
                 self.encoded.clear();
                 for &byte in &self.word {
@@ -154,11 +177,13 @@ impl Session {
                 }
                 if let Some(id) = tok.pieces.find(&self.encoded).filter(|&i| i < tok.n_vocab) {
                     out.push(id);
+                    self.cache.put(&self.word, &out[first_out..]);
                     continue;
                 }
             }
             self.merge_word(bpe);
             self.emit(bpe, tok, out);
+            self.cache.put(&self.word, &out[first_out..]);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ mod bpe;
 mod decode;
 mod pretokenize;
 mod regex;
+mod special;
 mod spm;
 mod table;
 mod unicode;
@@ -18,6 +19,7 @@ pub use decode::Decoder;
 
 use crate::gguf::{Array, GgufFile, Metadata, Value};
 use crate::{Error, Result};
+use special::Fragment;
 use table::{StringTable, NONE};
 
 /// Token attributes, as llama.cpp's `llama_token_attr`.
@@ -62,10 +64,11 @@ pub struct Tokenizer {
     add_eos: bool,
     add_space_prefix: bool,
     /// Control, user-defined and unknown tokens, longest first.
-    specials: Vec<u32>,
-    /// Index into `specials` by the first two bytes of the text (one byte: second is 256).
-    specials_by_prefix: std::collections::HashMap<u32, Vec<u32>>,
+    specials: special::Index,
     spm_bytes: [u32; 256],
+    /// Bytes after which a SentencePiece text may be cut before a space marker: no token has
+    /// the byte right before a U+2581 inside it.
+    spm_cut_after: [bool; 256],
     bpe: Option<bpe::Bpe>,
     pre_name: String,
 }
@@ -82,88 +85,11 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
-/// A piece of the text being encoded: raw bytes `[start, start + len)` or a special token.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fragment {
-    Raw(usize, usize),
-    Token(u32),
-}
-
-/// llama.cpp's `isspace` in the C locale.
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        let j = hay[i..=hay.len() - needle.len()]
-            .iter()
-            .position(|&b| b == first)?;
-        let at = i + j;
-        if &hay[at + 1..at + needle.len()] == rest {
-            return Some(at);
-        }
-        i = at + 1;
-    }
-    None
-}
-
 /// Token ids from a metadata key, ignoring negative values (some converters write -1 for
 /// "none").
 fn opt_id(md: &Metadata, key: &str) -> Result<Option<u32>> {
     Ok(md.opt_i64(key)?.and_then(|v| u32::try_from(v).ok()))
 }
-
-const EOT_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "<｜end▁of▁sentence｜>",
-    "<end_of_utterance>",
-];
-
-const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<|return|>",
-    "<|call|>",
-    "<|flush|>",
-    "<|calls|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "</s>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "[EOS]",
-    "<|end_of_text|>",
-    "<end_of_utterance>",
-    "<eos>",
-    "<turn|>",
-    "<|tool_response>",
-    "<｜end▁of▁sentence｜>",
-    "[e~[",
-];
-
-const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] = &[
-    "<|fim_repo|>",
-    "<|repo_name|>",
-    "<fim-repo>",
-    "<REPO>",
-    "<reponame>",
-];
-const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
 impl Tokenizer {
     /// The tokenizer of a model file.
@@ -246,27 +172,28 @@ impl Tokenizer {
             }
         };
 
-        let total: usize = tokens.iter().map(|t| t.len()).sum();
-        let mut pieces = StringTable::with_capacity(n, total);
-        for (i, t) in tokens.iter().enumerate() {
-            // llama.cpp names empty tokens so that they stay unique.
-            let empty;
-            let text: &[u8] = if t.is_empty() {
-                empty = format!("[EMPTY_{i}]");
-                empty.as_bytes()
+        // llama.cpp names empty tokens so that they stay unique.
+        let empty_names: Vec<String> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_empty())
+            .map(|(i, _)| format!("[EMPTY_{i}]"))
+            .collect();
+        let mut empty_iter = empty_names.iter();
+        let texts = tokens.iter().map(|t| {
+            if t.is_empty() {
+                empty_iter.next().map_or(&[][..], |s| s.as_bytes())
             } else {
                 t.as_bytes()
-            };
-            match pieces.insert(text) {
-                Some(Ok(_)) => {}
-                Some(Err(first)) => {
-                    return Err(Error::Invalid(format!(
-                        "duplicate token in vocabulary: {t:?} has ids {first} and {i}"
-                    )))
-                }
-                None => return Err(Error::Invalid("vocabulary text over 4 GiB".into())),
             }
-        }
+        });
+        let mut pieces = StringTable::build(texts, n).map_err(|dup| match dup {
+            Some((a, b)) => Error::Invalid(format!(
+                "duplicate token in vocabulary: {:?} has ids {a} and {b}",
+                tokens[a as usize]
+            )),
+            None => Error::Invalid("vocabulary text over 4 GiB".into()),
+        })?;
 
         // Defaults of llama.cpp's llama_vocab::impl::load.
         let (mut bos, mut eos, mut unk) = match kind {
@@ -330,77 +257,17 @@ impl Tokenizer {
             ));
         }
 
-        // Special tokens found by their text, as llama.cpp does; they become control tokens.
-        // (llama.cpp walks a hash map here; the lowest id wins where several texts match.)
-        let id_of = |s: &str| pieces.find(s.as_bytes()).filter(|&i| i < n_vocab);
-        let make_control = |attrs: &mut Vec<u16>, id: u32| attrs[id as usize] |= attr::CONTROL;
-        let first_of = |texts: &[&str]| texts.iter().filter_map(|t| id_of(t)).min();
-        if eot.is_none() {
-            eot = first_of(EOT_TEXTS);
-            if let Some(id) = eot {
-                make_control(&mut attrs, id);
-            }
-        }
-        if eom.is_none() {
-            eom = id_of("<|eom_id|>");
-            if let Some(id) = eom {
-                make_control(&mut attrs, id);
-            }
-        }
-        for (slot, texts) in [
-            (&mut fim_pad, FIM_PAD_TEXTS),
-            (&mut fim_rep, FIM_REP_TEXTS),
-            (&mut fim_sep, FIM_SEP_TEXTS),
-        ] {
-            if slot.is_none() {
-                *slot = first_of(texts);
-                if let Some(id) = *slot {
-                    make_control(&mut attrs, id);
-                }
-            }
-        }
-        for (i, a) in attrs.iter_mut().enumerate() {
-            if *a & attr::CONTROL != 0 && *a & attr::UNUSED == 0 {
-                let text = pieces.get(i as u32);
-                if text.windows(6).any(|w| w == b"unused") {
-                    *a |= attr::UNUSED;
-                }
-            }
-        }
-        let mut eog: Vec<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
-        for t in EOG_TEXTS {
-            if let Some(id) = id_of(t) {
-                eog.push(id);
-                make_control(&mut attrs, id);
-            }
-        }
-        for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(id) = id_of(t) {
-                attrs[id as usize] = attr::USER_DEFINED;
-            }
-        }
-        eog.extend([eos, eot, eom].into_iter().flatten());
-        eog.sort_unstable();
-        eog.dedup();
-        let text_of = |id: u32| pieces.get(id);
-        let has = |eog: &[u32], t: &str| eog.iter().any(|&i| text_of(i) == t.as_bytes());
-        // o200k_harmony and solar-open: "<|end|>" does not end generation there.
-        if (has(&eog, "<|return|>") && has(&eog, "<|call|>") && has(&eog, "<|end|>"))
-            || (has(&eog, "<|calls|>") && has(&eog, "<|flush|>") && has(&eog, "<|end|>"))
-            || (has(&eog, "<|call|>") && has(&eog, "<|flush|>") && has(&eog, "<|end|>"))
-        {
-            if let Some(id) = id_of("<|end|>") {
-                eog.retain(|&i| i != id);
-                attrs[id as usize] = attr::USER_DEFINED;
-            }
-        }
-        if has(&eog, "<|tool_response>") && has(&eog, "</s>") {
-            if let Some(id) = id_of("</s>") {
-                eog.retain(|&i| i != id);
-                attrs[id as usize] = attr::NORMAL;
-            }
-        }
+        let eog = special::detect_by_text(
+            &pieces,
+            n_vocab,
+            &mut attrs,
+            eos,
+            &mut eot,
+            &mut eom,
+            [fim_pad, fim_rep, fim_sep],
+        );
 
+        let id_of = |s: &str| pieces.find(s.as_bytes()).filter(|&i| i < n_vocab);
         let mut specials: Vec<u32> = (0..n_vocab)
             .filter(|&i| {
                 attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
@@ -429,14 +296,26 @@ impl Tokenizer {
             }
         }
 
-        let mut specials_by_prefix: std::collections::HashMap<u32, Vec<u32>> =
-            std::collections::HashMap::new();
-        for &id in &specials {
-            let t = pieces.get(id);
-            let key = prefix_key(t);
-            specials_by_prefix.entry(key).or_default().push(id);
-        }
+        let specials = special::Index::new(specials, &pieces, &attrs);
 
+        let mut spm_cut_after = [true; 256];
+        if kind == Kind::SentencePiece {
+            let marker = "\u{2581}".as_bytes();
+            for id in 0..n_vocab {
+                let t = pieces.get(id);
+                let mut i = 1;
+                while i + marker.len() <= t.len() {
+                    match t[i..].iter().position(|&b| b == marker[0]) {
+                        Some(j) if t[i + j..].starts_with(marker) => {
+                            spm_cut_after[t[i + j - 1] as usize] = false;
+                            i += j + 1;
+                        }
+                        Some(j) => i += j + 1,
+                        None => break,
+                    }
+                }
+            }
+        }
         let mut spm_bytes = [NONE; 256];
         if kind == Kind::SentencePiece {
             for (b, slot) in spm_bytes.iter_mut().enumerate() {
@@ -455,6 +334,8 @@ impl Tokenizer {
                         key: "tokenizer.ggml.merges".into(),
                     }
                 })?;
+                // Build the code point tables now rather than in the first encode.
+                let _ = (unicode::flags(0), unicode::byte_map());
                 Some(bpe::Bpe::new(pre, &mut pieces, n_vocab, merges)?)
             }
             None => None,
@@ -477,8 +358,8 @@ impl Tokenizer {
             add_eos,
             add_space_prefix,
             specials,
-            specials_by_prefix,
             spm_bytes,
+            spm_cut_after,
             bpe,
             pre_name,
         })
@@ -637,7 +518,19 @@ impl Tokenizer {
         add_special: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>> {
-        let fragments = self.partition(text, parse_special);
+        self.encode_with(text, add_special, parse_special, false)
+    }
+
+    fn encode_with(
+        &self,
+        text: &[u8],
+        add_special: bool,
+        parse_special: bool,
+        no_cut: bool,
+    ) -> Result<Vec<u32>> {
+        let fragments =
+            self.specials
+                .partition(text, parse_special, &self.pieces, &self.attrs, self.n_vocab);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         match self.kind {
             Kind::SentencePiece => {
@@ -647,6 +540,7 @@ impl Tokenizer {
                 }
                 let mut buf = Vec::new();
                 let mut session = spm::Session::default();
+                session.no_cut = no_cut;
                 for f in &fragments {
                     match *f {
                         Fragment::Raw(start, len) => {
@@ -692,90 +586,6 @@ impl Tokenizer {
         Ok(out)
     }
 
-    /// Cuts special tokens out of the text, longest first, as llama.cpp's
-    /// `tokenizer_st_partition`.
-    fn partition(&self, text: &[u8], parse_special: bool) -> Vec<Fragment> {
-        let mut frags = Vec::new();
-        if text.is_empty() {
-            return frags;
-        }
-        frags.push(Fragment::Raw(0, text.len()));
-        // Only tokens that occur in the text can cut it; find those first.
-        let mut present = vec![false; 0];
-        let mut any = false;
-        for i in 0..text.len() {
-            let key = prefix_key(&text[i..]);
-            let keys = [key, (text[i] as u32) << 9 | 256];
-            for k in keys.iter().take(if key & 256 != 0 { 1 } else { 2 }) {
-                if let Some(ids) = self.specials_by_prefix.get(k) {
-                    for &id in ids {
-                        if text[i..].starts_with(self.pieces.get(id)) {
-                            if present.is_empty() {
-                                present = vec![false; self.n_vocab as usize];
-                            }
-                            present[id as usize] = true;
-                            any = true;
-                        }
-                    }
-                }
-            }
-        }
-        if !any {
-            return frags;
-        }
-        let mut next = Vec::new();
-        for &id in &self.specials {
-            if !present[id as usize] {
-                continue;
-            }
-            let a = self.attrs[id as usize];
-            if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
-                continue;
-            }
-            let tok = self.pieces.get(id);
-            next.clear();
-            for f in &frags {
-                let Fragment::Raw(mut off, mut len) = *f else {
-                    next.push(*f);
-                    continue;
-                };
-                loop {
-                    let Some(i) = find(&text[off..off + len], tok) else {
-                        if len > 0 {
-                            next.push(Fragment::Raw(off, len));
-                        }
-                        break;
-                    };
-                    let m = off + i;
-                    let mut left = m - off;
-                    if a & attr::LSTRIP != 0 {
-                        while left > 0 && is_c_space(text[off + left - 1]) {
-                            left -= 1;
-                        }
-                    }
-                    if left > 0 {
-                        next.push(Fragment::Raw(off, left));
-                    }
-                    next.push(Fragment::Token(id));
-                    let end = off + len;
-                    let mut r_off = m + tok.len();
-                    if a & attr::RSTRIP != 0 {
-                        while r_off < end && is_c_space(text[r_off]) {
-                            r_off += 1;
-                        }
-                    }
-                    off = r_off;
-                    len = end - r_off;
-                    if len == 0 {
-                        break;
-                    }
-                }
-            }
-            std::mem::swap(&mut frags, &mut next);
-        }
-        frags
-    }
-
     fn spm_byte_token(&self, b: u8) -> Result<u32> {
         match self.spm_bytes[b as usize] {
             NONE => Err(Error::Invalid(format!(
@@ -783,15 +593,6 @@ impl Tokenizer {
             ))),
             id => Ok(id),
         }
-    }
-}
-
-/// The index key of the first one or two bytes of a special token's text.
-fn prefix_key(t: &[u8]) -> u32 {
-    match t {
-        [a, b, ..] => (*a as u32) << 9 | *b as u32,
-        [a] => (*a as u32) << 9 | 256,
-        [] => 256,
     }
 }
 
@@ -858,4 +659,51 @@ fn token_to_byte(text: &[u8]) -> u8 {
         v = v.wrapping_mul(16).wrapping_add(x);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(rel: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/reference")
+            .join(rel)
+    }
+
+    /// Cutting a SentencePiece text at safe space markers gives the ids of one queue over the
+    /// whole text. Gemma 3 has a token with a space marker inside (`>▁</`), so its cut rule
+    /// must leave `>` + space alone.
+    #[test]
+    fn cutting_sentencepiece_text_is_exact() {
+        let mut text = String::new();
+        text.push_str("a> </b <b> </b> a> </x> >  </ x>> </> </   ");
+        text.push_str("The quick brown fox   jumps\n\n over the lazy dog. ");
+        if let Ok(gpl) = std::fs::read_to_string("/usr/share/common-licenses/GPL-3") {
+            text.push_str(&gpl[..gpl.len().min(8000)]);
+        }
+        let json = std::fs::read_to_string(reference("tokenizer/tokenize.json")).unwrap();
+        text.push_str(&json);
+        let home = std::env::var_os("HOME").unwrap_or_default();
+        let gemma =
+            std::path::Path::new(&home).join(".cache/strait/models/gemma-3-270m-q4_k_m.gguf");
+        let mut files = vec![
+            reference("tokenizer/vocab/ggml-vocab-llama-spm.gguf"),
+            reference("tokenizer/vocab/ggml-vocab-phi-3.gguf"),
+        ];
+        let models = std::env::var_os("STRAIT_MODELS")
+            .map(std::path::PathBuf::from)
+            .map(|d| d.join("gemma-3-270m-q4_k_m.gguf"))
+            .unwrap_or(gemma);
+        files.push(models);
+        for path in files {
+            let f = GgufFile::open(&path).unwrap();
+            let tok = Tokenizer::from_gguf(&f).unwrap();
+            for t in ["a> </b", "x> </y> z", text.as_str()] {
+                let cut = tok.encode_with(t.as_bytes(), true, false, false).unwrap();
+                let whole = tok.encode_with(t.as_bytes(), true, false, true).unwrap();
+                assert_eq!(cut, whole, "{} {:?}", path.display(), &t[..t.len().min(20)]);
+            }
+        }
+    }
 }

@@ -62,9 +62,12 @@ impl PreTokenizer {
             "falcon" => vec!["[\\p{P}\\$\\+<=>\\^~\\|`]+", GPT2, "[0-9][0-9][0-9]"],
             "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone"
             | "minerva-7b" => vec!["\\p{N}", GPT2],
-            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
-            | "jina-v2-de" | "mpt" | "olmo" | "jais" | "exaone4" => vec![GPT2],
-            "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "hunyuan" | "megrez" => vec![QWEN2],
+            // (jina-v2-es/de are left out: llama.cpp gives their <mask> token an lstrip.)
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "mpt" | "olmo" | "jais"
+            | "exaone4" => vec![GPT2],
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "stablelm2" | "hunyuan" | "megrez" => {
+                vec![QWEN2]
+            }
             "qwen35" => vec![QWEN35],
             "default" => vec![
                 "[\\p{P}\\$\\+<=>\\^~\\|]+",
@@ -388,8 +391,7 @@ fn split_digits(cpts: &[u32], pieces: &[(usize, usize)], out: &mut Vec<(usize, u
     out.clear();
     for &(a, b) in pieces {
         let mut last = a;
-        for pos in a..b {
-            let c = cpts[pos];
+        for (pos, &c) in cpts.iter().enumerate().take(b).skip(a) {
             let digit = if c < 128 {
                 (b'0' as u32..=b'9' as u32).contains(&c)
             } else {

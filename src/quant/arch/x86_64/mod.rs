@@ -4,6 +4,8 @@
 pub mod avx2;
 pub mod avx512;
 
+use std::arch::x86_64::*;
+
 pub fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
@@ -32,4 +34,52 @@ pub fn features() -> Vec<(&'static str, bool)> {
         ("avx512vbmi", is_x86_feature_detected!("avx512vbmi")),
         ("avx512bf16", is_x86_feature_detected!("avx512bf16")),
     ]
+}
+
+/// The three little-endian words of a k-quant's 12 packed scale bytes at `p` (unaligned).
+#[inline]
+unsafe fn words3(p: *const u8) -> [u32; 3] {
+    let w = |i: usize| (p.add(4 * i) as *const u32).read_unaligned();
+    [w(0), w(1), w(2)]
+}
+
+/// Q4_K/Q5_K's eight 6-bit scales (bytes 0..8) and mins (8..16) from their 12 packed bytes
+/// at `p`, as `kquants::get_scale_min_k4` unpacks them (ggml's `kmask` shuffle).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn scales_mins_k4(p: *const u8) -> __m128i {
+    const M6: u32 = 0x3f3f_3f3f;
+    const M4: u32 = 0x0f0f_0f0f;
+    const M2: u32 = 0x0303_0303;
+    let [a, b, c] = words3(p);
+    let sc_hi = (c & M4) | (((a >> 6) & M2) << 4);
+    let m_hi = ((c >> 4) & M4) | (((b >> 6) & M2) << 4);
+    _mm_setr_epi32((a & M6) as i32, sc_hi as i32, (b & M6) as i32, m_hi as i32)
+}
+
+/// Q3_K's sixteen 6-bit scales minus 32 (as `kquants::q3k_scales`) from the 12 bytes at `p`:
+/// low 4 bits from the nibbles of bytes 0..8, high 2 bits from bytes 8..12.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q3k_scales(p: *const u8) -> __m128i {
+    const M4: u32 = 0x0f0f_0f0f;
+    const M2: u32 = 0x0303_0303;
+    let [a, b, c] = words3(p);
+    let v = _mm_setr_epi32(
+        ((a & M4) | ((c & M2) << 4)) as i32,
+        ((b & M4) | (((c >> 2) & M2) << 4)) as i32,
+        (((a >> 4) & M4) | (((c >> 4) & M2) << 4)) as i32,
+        (((b >> 4) & M4) | (((c >> 6) & M2) << 4)) as i32,
+    );
+    _mm_sub_epi8(v, _mm_set1_epi8(32))
+}
+
+/// C's `MAX(a, b)`: `a > b ? a : b`, so a NaN in `b` is taken and a NaN in `a` dropped.
+#[inline]
+fn c_max(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
 }
