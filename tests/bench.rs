@@ -76,6 +76,9 @@ fn json_two_models_two_thread_counts() {
         assert!(r["params"].as_u64().unwrap() > 1_000_000);
         let per_token = r["weight_bytes_per_token"].as_u64().unwrap();
         assert!(per_token > 0 && per_token < r["size_bytes"].as_u64().unwrap());
+        if let Some(c) = r["cpu_percent"].as_f64() {
+            assert!((0.0..=150.0).contains(&c), "CPU share {c}");
+        }
         if r["test"] == "tg8" {
             let gbs = r["achieved_gbs"].as_f64().unwrap();
             assert!((gbs - per_token as f64 * mean / 1e9).abs() < 1e-9 * gbs.max(1.0));

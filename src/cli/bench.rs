@@ -128,7 +128,7 @@ pub fn run(args: Args) -> Result<()> {
             println!();
             println!(
                 "GB/s: weight bytes per token × tokens/s; host GB/s: read bandwidth measured \
-                 now with the same threads"
+                 now with the same threads; CPU %: CPU time the run got, in percent of its threads"
             );
         }
     }

@@ -32,6 +32,41 @@ pub struct BenchResult {
     pub achieved_gbs: Option<f64>,
     /// The host read bandwidth measured with the same threads, the limit for generation.
     pub host_gbs: Option<f64>,
+    /// CPU time the process got during the repetitions, in percent of `threads` CPUs over
+    /// the wall time: below 100 when other work shared the machine (Linux only).
+    pub cpu_percent: Option<f64>,
+}
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat (in clock ticks of
+/// 1/100 s, Linux's `USER_HZ`).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Runs `f` `reps` times; returns the rates and the CPU share (percent of `threads` CPUs).
+fn repeat(
+    reps: usize,
+    threads: usize,
+    mut f: impl FnMut() -> Result<f64>,
+) -> Result<(Vec<f64>, Option<f64>)> {
+    let cpu0 = process_cpu_seconds();
+    let start = Instant::now();
+    let mut s = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        s.push(f()?);
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let share = match (cpu0, process_cpu_seconds()) {
+        (Some(a), Some(b)) if wall > 0.0 => Some(100.0 * (b - a) / (wall * threads.max(1) as f64)),
+        _ => None,
+    };
+    Ok((s, share))
 }
 
 /// What to run on each model.
@@ -152,7 +187,7 @@ pub fn bench_model(
     let mut rng = super::rng::Rng::new(opts.seed);
     let n_vocab = model.config.n_vocab;
     let mut out = Vec::new();
-    let result = |test: String, n: usize, samples: Vec<f64>, gen: bool| {
+    let result = |test: String, n: usize, (samples, cpu): (Vec<f64>, Option<f64>), gen: bool| {
         let (mean, stddev) = mean_stddev(&samples);
         BenchResult {
             model: name.to_string(),
@@ -169,15 +204,13 @@ pub fn bench_model(
             weight_bytes_per_token: facts.weight_bytes_per_token,
             achieved_gbs: gen.then(|| facts.weight_bytes_per_token as f64 * mean / 1e9),
             host_gbs: if gen { host_gbs } else { None },
+            cpu_percent: cpu,
         }
     };
     if opts.n_prompt > 0 {
         let tokens = random_tokens(&mut rng, opts.n_prompt, n_vocab);
         run_pp(&mut engine, &tokens)?; // warm-up
-        let mut s = Vec::with_capacity(opts.reps);
-        for _ in 0..opts.reps {
-            s.push(run_pp(&mut engine, &tokens)?);
-        }
+        let s = repeat(opts.reps, threads, || run_pp(&mut engine, &tokens))?;
         out.push(result(
             format!("pp{}", opts.n_prompt),
             opts.n_prompt,
@@ -189,10 +222,7 @@ pub fn bench_model(
         let tokens = random_tokens(&mut rng, opts.n_gen, n_vocab);
         // Warm-up: one token, as llama-bench does before a tg test.
         run_tg(&mut engine, &tokens[..1])?;
-        let mut s = Vec::with_capacity(opts.reps);
-        for _ in 0..opts.reps {
-            s.push(run_tg(&mut engine, &tokens)?);
-        }
+        let s = repeat(opts.reps, threads, || run_tg(&mut engine, &tokens))?;
         out.push(result(format!("tg{}", opts.n_gen), opts.n_gen, s, true));
     }
     Ok(out)
@@ -228,6 +258,7 @@ pub fn table(results: &[BenchResult]) -> (Vec<String>, Vec<Vec<String>>) {
         "t/s",
         "GB/s",
         "host GB/s",
+        "CPU %",
     ]
     .map(String::from)
     .to_vec();
@@ -244,6 +275,7 @@ pub fn table(results: &[BenchResult]) -> (Vec<String>, Vec<Vec<String>>) {
                 format!("{:.2} ± {:.2}", r.mean, r.stddev),
                 r.achieved_gbs.map_or("-".into(), |g| format!("{g:.2}")),
                 r.host_gbs.map_or("-".into(), |g| format!("{g:.2}")),
+                r.cpu_percent.map_or("-".into(), |c| format!("{c:.0}")),
             ]
         })
         .collect();
@@ -266,6 +298,7 @@ pub fn csv(results: &[BenchResult]) -> String {
         "weight_bytes_per_token",
         "achieved_gbs",
         "host_gbs",
+        "cpu_percent",
     ]
     .map(String::from)
     .to_vec();
@@ -287,6 +320,7 @@ pub fn csv(results: &[BenchResult]) -> String {
                 r.weight_bytes_per_token.to_string(),
                 opt(r.achieved_gbs),
                 opt(r.host_gbs),
+                opt(r.cpu_percent),
             ]
         })
         .collect();
