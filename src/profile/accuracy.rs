@@ -77,7 +77,7 @@ pub fn row_error(ty: GgmlType, data: &[f32], n: usize) -> Result<ErrorStats> {
     };
     let row_bytes = ty
         .row_bytes(n as u64)
-        .filter(|_| n > 0 && data.len() % n == 0)
+        .filter(|_| n > 0 && data.len().is_multiple_of(n))
         .ok_or_else(|| {
             Error::Invalid(format!(
                 "{} values in rows of {n} do not fit {ty} blocks of {}",

@@ -160,7 +160,7 @@ pub fn run(
     model: Option<(&str, &GgufFile)>,
     progress: &mut dyn FnMut(GgmlType),
 ) -> Result<Profile> {
-    if opts.n == 0 || opts.n % quant::QK_K != 0 || opts.rows == 0 {
+    if opts.n == 0 || !opts.n.is_multiple_of(quant::QK_K) || opts.rows == 0 {
         return Err(Error::Invalid(format!(
             "{} rows of {} values: need at least one row of a multiple of {} values",
             opts.rows,
@@ -169,7 +169,7 @@ pub fn run(
         )));
     }
     // 2^28 values (1 GiB of f32) is far more than a stable figure needs.
-    if opts.rows.checked_mul(opts.n).map_or(true, |v| v > 1 << 28) {
+    if opts.rows.checked_mul(opts.n).is_none_or(|v| v > 1 << 28) {
         return Err(Error::Invalid(format!(
             "{} rows of {} values is more than {} values",
             opts.rows,
