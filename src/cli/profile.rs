@@ -1,6 +1,6 @@
 //! `strait profile`: quant formats compared: bits per weight, error, kernel speed.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 use strait::gguf::GgufFile;
@@ -104,9 +104,13 @@ pub fn run(args: Args) -> Result<()> {
         (Some(n), Some(f)) => Some((n.as_str(), f)),
         _ => None,
     };
+    // Progress overwrites one line on a terminal; logs get nothing.
+    let tty = std::io::stderr().is_terminal();
     let mut progress = |ty: GgmlType| {
-        eprint!("\rprofiling {ty:<8}");
-        let _ = std::io::stderr().flush();
+        if tty {
+            eprint!("\rprofiling {ty:<8}");
+            let _ = std::io::stderr().flush();
+        }
     };
     let mut p = profile::run(&opts, model, &mut progress)?;
     if let (Some(text), Some(path)) = (&text, &args.model) {
@@ -119,11 +123,15 @@ pub fn run(args: Args) -> Result<()> {
             tmp_dir: &std::env::temp_dir(),
         };
         profile::add_quality(&mut p, &q, &mut |what| {
-            eprint!("\rperplexity {what:<12}");
-            let _ = std::io::stderr().flush();
+            if tty {
+                eprint!("\rperplexity {what:<12}");
+                let _ = std::io::stderr().flush();
+            }
         })?;
     }
-    eprintln!("\r{:<24}", "");
+    if tty {
+        eprint!("\r{:<24}\r", "");
+    }
     match args.output {
         Format::Json => println!(
             "{}",
