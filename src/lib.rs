@@ -10,8 +10,8 @@ pub mod gguf;
 pub mod model;
 pub mod profile;
 pub mod quant;
+pub mod quantize;
 pub mod sample;
 pub mod tokenizer;
-pub mod quantize;
 
 pub use error::{Error, Result};

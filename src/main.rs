@@ -19,6 +19,10 @@ struct Cli {
 enum Command {
     /// Show what a GGUF file holds: architecture, sizes, quant types, hyperparameters
     Inspect(cli::inspect::Args),
+    /// Plan where every byte goes under a device memory budget, and predict the speed
+    Plan(cli::plan::Args),
+    /// Measure this machine's memory bandwidth and matmul throughput for the plan
+    Calibrate(cli::calibrate::Args),
     /// Generate text from a prompt, streamed as it is made
     Run(cli::run::Args),
     /// Top logits and logsumexp at every position of a prompt
@@ -43,6 +47,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Plan(args) => cli::plan::run(args),
+        Command::Calibrate(args) => cli::calibrate::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Logits(args) => cli::logits::run(args),
         Command::Perplexity(args) => cli::perplexity::run(args),

@@ -83,6 +83,15 @@ pub struct Args {
     /// Do not echo the prompt
     #[arg(long = "no-display-prompt")]
     pub no_display_prompt: bool,
+    /// GPU memory budget (11.5GiB, 12000MB, 90%): print the memory plan before generating
+    #[arg(long)]
+    pub vram: Option<String>,
+    /// With --vram, layers that do not fit: stream, cpu or auto
+    #[arg(long, default_value = "auto")]
+    pub offload: String,
+    /// Print what the weight streaming did (copy, compute and wait times)
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// `-m`, or the default model, or an error that says how to fetch it.
@@ -161,6 +170,16 @@ pub fn run(args: Args) -> Result<()> {
         all_logits: false,
         threads: threads(args.threads),
     };
+    if let Some(vram) = &args.vram {
+        super::plan::plan_for_run(
+            &model.file,
+            vram,
+            n_ctx as u64,
+            args.ubatch as u64,
+            &args.cache_type,
+            &args.offload,
+        )?;
+    }
     let mut engine = Engine::new(&model, &opts)?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -328,6 +347,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!();
     eprint!("\n{}", total.report(load));
+    if args.verbose {
+        super::plan::print_timeline(None);
+    }
     match out_err {
         Some(e) => Err(e),
         None => Ok(()),

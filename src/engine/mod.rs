@@ -3,12 +3,15 @@
 //! [`Model`] owns the mapped file and its resolved tensors; an [`Engine`] holds everything a
 //! sequence needs (KV cache, buffers, threads), allocated before the first token.
 
+pub mod calibrate;
 pub mod chat;
 pub mod forward;
 pub mod generate;
 pub mod kv;
 pub mod logits;
 pub mod perplexity;
+pub mod plan;
+pub mod stream;
 
 pub use forward::{forward_layer, State};
 pub use kv::KvCache;

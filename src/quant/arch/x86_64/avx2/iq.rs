@@ -267,14 +267,12 @@ impl IqBlock for BlockIQ3S {
     }
 }
 
-/// Four IQ1 grid points (-1, 0, 1 each) as `8 * g + shift`, the shift ±1 per point.
+/// Four IQ1 grid points (-1, 0, 1 each) as `8 * g + shift`, `shift` holding ±1 per byte.
 #[inline(always)]
-unsafe fn iq1_points(index: [usize; 4], neg: [bool; 4]) -> __m256i {
+unsafe fn iq1_points(index: [usize; 4], shift: __m256i) -> __m256i {
     // SAFETY (whole body): the caller guarantees avx2.
     unsafe {
         let g = grid8x4(index.map(|i| IQ1S_GRID[i]));
-        let shift = neg.map(|n| if n { -1i64 } else { 0x0101_0101_0101_0101 });
-        let shift = _mm256_set_epi64x(shift[3], shift[2], shift[1], shift[0]);
         _mm256_add_epi8(_mm256_sign_epi8(_mm256_set1_epi8(8), g), shift)
     }
 }
@@ -292,11 +290,10 @@ impl IqBlock for BlockIQ1S {
         let index =
             std::array::from_fn(|l| self.qs[4 * ib + l] as usize | (((qh >> (3 * l)) & 7) << 8));
         let ls = 2 * ((qh >> 12) & 7) as i16 + 1;
+        let shift = if qh & 0x8000 != 0 { -1 } else { 1 };
         // SAFETY: the caller guarantees avx2.
-        (
-            unsafe { iq1_points(index, [qh & 0x8000 != 0; 4]) },
-            [ls, ls],
-        )
+        let x = unsafe { iq1_points(index, _mm256_set1_epi8(shift)) };
+        (x, [ls, ls])
     }
     fn dq_scales(&self, d: f32, ib: usize) -> [f32; 2] {
         let qh = self.qh[ib].get() as usize;
@@ -334,16 +331,16 @@ impl IqBlock for BlockIQ1M {
         let mut neg = [false; 4];
         for l in 0..4 {
             let qh = self.qh[2 * ib + l / 2] as usize;
-            let shift = 4 * (l % 2);
-            index[l] = self.qs[4 * ib + l] as usize | (((qh >> shift) & 7) << 8);
-            neg[l] = qh & (0x08 << shift) != 0;
+            let sh = 4 * (l % 2);
+            index[l] = self.qs[4 * ib + l] as usize | (((qh >> sh) & 7) << 8);
+            neg[l] = qh & (0x08 << sh) != 0;
         }
+        let shift = neg.map(|n| if n { -1i64 } else { 0x0101_0101_0101_0101 });
         let ls = self.ls(ib);
-        // SAFETY: the caller guarantees avx2.
-        (
-            unsafe { iq1_points(index, neg) },
-            [ls[0] as i16, ls[1] as i16],
-        )
+        // SAFETY (both): the caller guarantees avx2.
+        let shift = unsafe { _mm256_set_epi64x(shift[3], shift[2], shift[1], shift[0]) };
+        let x = unsafe { iq1_points(index, shift) };
+        (x, [ls[0] as i16, ls[1] as i16])
     }
     fn dq_scales(&self, d: f32, ib: usize) -> [f32; 2] {
         let ls = self.ls(ib);
@@ -351,18 +348,12 @@ impl IqBlock for BlockIQ1M {
     }
 }
 
-/// The dot of `n` values of `B` with Q8_K activations. `VNNI` takes each group's sums with
-/// `vpdpbusd` (the avx512 path); otherwise with `vpmaddubsw`.
+/// The dot of `n` values of `B` with Q8_K activations.
 ///
 /// # Safety
-/// The CPU must have avx2, fma and f16c, and avx512vl with avx512vnni when `VNNI`.
+/// The CPU must have avx2, fma and f16c.
 #[inline(always)]
-pub(crate) unsafe fn dot_body<B: IqBlock, const VNNI: bool>(
-    n: usize,
-    vx: &[u8],
-    vy: &[u8],
-    dp: impl Fn(__m256i, __m256i) -> __m256i,
-) -> f32 {
+pub(crate) unsafe fn dot_body<B: IqBlock>(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     let size = size_of::<B>();
     let x: &[B] = as_blocks(&vx[..vx.len() / size * size]);
     let y: &[BlockQ8K] = as_blocks(&vy[..vy.len() / 292 * 292]);
@@ -373,23 +364,13 @@ pub(crate) unsafe fn dot_body<B: IqBlock, const VNNI: bool>(
             let mut sumi = _mm256_setzero_si256();
             for ib in 0..QK_K / 32 {
                 let (xv, ls) = bx.group(ib);
-                let yv =
-                    _mm256_loadu_si256(by.qs[32 * ib..32 * ib + 32].as_ptr() as *const __m256i);
+                let q8 = &by.qs[32 * ib..32 * ib + 32];
+                let yv = _mm256_loadu_si256(q8.as_ptr() as *const __m256i);
                 let ax = _mm256_sign_epi8(xv, xv);
                 let sy = _mm256_sign_epi8(yv, xv);
-                if VNNI {
-                    // Sums of four products: lanes 0..4 are values 0..16.
-                    let s = dp(ax, sy);
-                    let l = _mm256_set_m128i(
-                        _mm_set1_epi32(ls[1] as i32),
-                        _mm_set1_epi32(ls[0] as i32),
-                    );
-                    sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(s, l));
-                } else {
-                    let p = _mm256_maddubs_epi16(ax, sy);
-                    let l = _mm256_set_m128i(_mm_set1_epi16(ls[1]), _mm_set1_epi16(ls[0]));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, l));
-                }
+                let p = _mm256_maddubs_epi16(ax, sy);
+                let l = _mm256_set_m128i(_mm_set1_epi16(ls[1]), _mm_set1_epi16(ls[0]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, l));
             }
             let d = bx.d() * by.d.get() * B::DOT_FACTOR;
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -432,8 +413,8 @@ pub(crate) unsafe fn dequantize_body<B: IqBlock>(src: &[u8], dst: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_avx2<B: IqBlock>(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    // SAFETY: the features are enabled here; the maddubs form takes no `dp`.
-    unsafe { dot_body::<B, false>(n, x, y, |a, _| a) }
+    // SAFETY: the features are enabled here.
+    unsafe { dot_body::<B>(n, x, y) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -210,11 +210,11 @@ unsafe fn dot_xs(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     for (bx, by) in x.iter().zip(y).take(n / QK_K) {
         let ls = xs_scales(bx);
         let mut sumi = _mm256_setzero_si256();
-        for ib in 0..QK_K / 32 {
+        for (ib, &l) in ls.iter().enumerate() {
             let qs: &[u8; 16] = bx.qs[16 * ib..16 * ib + 16].try_into().unwrap();
             let xv = lookup32(qs, table);
             let p = mul_i8(xv, load32(&by.qs[32 * ib..]));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_set1_epi16(ls[ib])));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, _mm256_set1_epi16(l)));
         }
         let d = f16_to_f32(bx.d.0) * by.d.get();
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);

@@ -46,6 +46,11 @@ trait Load16 {
     /// `p` must be valid for reading the bytes of the lanes set in `m`; the CPU must have
     /// avx512f and avx512bw.
     unsafe fn load16(p: *const u8, m: __mmask16) -> __m512;
+    /// All sixteen lanes, unmasked (masked memory operations are slower on some CPUs).
+    /// # Safety
+    /// `p` must be valid for reading `16 * SIZE` bytes; the CPU must have avx512f and
+    /// avx512bw.
+    unsafe fn full16(p: *const u8) -> __m512;
 }
 
 struct LF32;
@@ -59,6 +64,11 @@ impl Load16 for LF32 {
         // SAFETY: the caller guarantees the selected lanes are readable; no alignment needed.
         unsafe { _mm512_maskz_loadu_ps(m, p as *const f32) }
     }
+    #[inline(always)]
+    unsafe fn full16(p: *const u8) -> __m512 {
+        // SAFETY: the caller guarantees 64 readable bytes.
+        unsafe { _mm512_loadu_ps(p as *const f32) }
+    }
 }
 
 impl Load16 for LF16 {
@@ -67,6 +77,11 @@ impl Load16 for LF16 {
     unsafe fn load16(p: *const u8, m: __mmask16) -> __m512 {
         // SAFETY: as above; masked-out lanes load as +0.0 halves.
         unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16)) }
+    }
+    #[inline(always)]
+    unsafe fn full16(p: *const u8) -> __m512 {
+        // SAFETY: the caller guarantees 32 readable bytes.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
     }
 }
 
@@ -77,6 +92,14 @@ impl Load16 for LBF16 {
         // SAFETY: as above.
         unsafe {
             let h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p as *const i16));
+            _mm512_castsi512_ps(_mm512_slli_epi32(h, 16))
+        }
+    }
+    #[inline(always)]
+    unsafe fn full16(p: *const u8) -> __m512 {
+        // SAFETY: the caller guarantees 32 readable bytes.
+        unsafe {
+            let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
             _mm512_castsi512_ps(_mm512_slli_epi32(h, 16))
         }
     }
@@ -97,18 +120,23 @@ unsafe fn dot_impl<L: Load16>(n: usize, x: &[u8], y: &[u8]) -> f32 {
     while i + 64 <= n {
         for (k, a) in acc.iter_mut().enumerate() {
             let o = (i + 16 * k) * L::SIZE;
-            unsafe { *a = _mm512_fmadd_ps(L::load16(px.add(o), !0), L::load16(py.add(o), !0), *a) };
+            unsafe { *a = _mm512_fmadd_ps(L::full16(px.add(o)), L::full16(py.add(o)), *a) };
         }
         i += 64;
     }
-    while i < n {
-        let m = tail_mask((n - i).min(16));
+    while i + 16 <= n {
+        let o = i * L::SIZE;
+        // SAFETY: `i + 16 <= n` values lie in both rows.
+        unsafe { acc[0] = _mm512_fmadd_ps(L::full16(px.add(o)), L::full16(py.add(o)), acc[0]) };
+        i += 16;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
         let o = i * L::SIZE;
         // SAFETY: the lanes of `m` are values below `n`, inside both rows.
         unsafe {
             acc[0] = _mm512_fmadd_ps(L::load16(px.add(o), m), L::load16(py.add(o), m), acc[0])
         };
-        i += 16;
     }
     let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
     _mm512_reduce_add_ps(s)
@@ -119,11 +147,15 @@ unsafe fn dequantize_impl<L: Load16>(src: &[u8], dst: &mut [f32]) {
     let n = dst.len().min(src.len() / L::SIZE);
     let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
     let mut i = 0;
-    while i < n {
-        let m = tail_mask((n - i).min(16));
+    while i + 16 <= n {
+        // SAFETY: `i + 16 <= n` values lie in `src` and `dst`.
+        unsafe { _mm512_storeu_ps(pd.add(i), L::full16(ps.add(i * L::SIZE))) };
+        i += 16;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
         // SAFETY: the lanes of `m` are values below `n`, inside `src` and `dst`.
         unsafe { _mm512_mask_storeu_ps(pd.add(i), m, L::load16(ps.add(i * L::SIZE), m)) };
-        i += 16;
     }
 }
 
