@@ -76,8 +76,10 @@ fn json_two_models_two_thread_counts() {
         assert!(r["params"].as_u64().unwrap() > 1_000_000);
         let per_token = r["weight_bytes_per_token"].as_u64().unwrap();
         assert!(per_token > 0 && per_token < r["size_bytes"].as_u64().unwrap());
+        // Coarse (1/100 s ticks over runs of milliseconds) and it counts every thread of the
+        // process, so only its sign is certain here.
         if let Some(c) = r["cpu_percent"].as_f64() {
-            assert!((0.0..=150.0).contains(&c), "CPU share {c}");
+            assert!(c >= 0.0 && c.is_finite(), "CPU share {c}");
         }
         if r["test"] == "tg8" {
             let gbs = r["achieved_gbs"].as_f64().unwrap();

@@ -33,7 +33,8 @@ pub struct BenchResult {
     /// The host read bandwidth measured with the same threads, the limit for generation.
     pub host_gbs: Option<f64>,
     /// CPU time the process got during the repetitions, in percent of `threads` CPUs over
-    /// the wall time: below 100 when other work shared the machine (Linux only).
+    /// the wall time: below 100 when other work shared the machine (Linux only; every thread
+    /// of the process counts, so waiting workers that spin can take it over 100).
     pub cpu_percent: Option<f64>,
 }
 
