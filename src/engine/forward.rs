@@ -293,13 +293,13 @@ fn attention(
     let group = c.n_head / c.n_head_kv;
     let kq_scale = if c.scale_q { 1.0 } else { c.attn_scale };
     let window = if c.is_swa(il) { c.sliding_window } else { None };
-    let kern = quant::scalar(kv.ty)
-        .ok_or_else(|| Error::Unsupported(format!("KV cache type {}", kv.ty)))?;
+    let kern =
+        quant::best(kv.ty).ok_or_else(|| Error::Unsupported(format!("KV cache type {}", kv.ty)))?;
     let (vec_dot, deq) = match (kern.vec_dot, kern.dequantize) {
         (Some(d), Some(q)) => (d, q),
         _ => return Err(Error::Unsupported(format!("KV cache type {}", kv.ty))),
     };
-    let to_dot = quant::scalar(kern.dot_type)
+    let to_dot = quant::best(kern.dot_type)
         .and_then(|k| k.quantize)
         .ok_or_else(|| Error::Unsupported(format!("quantizing queries to {}", kern.dot_type)))?;
     let n_ctx = kv.n_ctx;

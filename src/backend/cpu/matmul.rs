@@ -2,8 +2,11 @@
 //!
 //! As ggml's `ggml_compute_forward_mul_mat`: the activations are quantized once per call to
 //! the weight type's dot type (Q8_0, Q8_1, Q8_K, F16, F32), then every output is one `vec_dot`
-//! of a weight row with an activation row, accumulated in f32. Rows are split over the rayon
-//! threads; each task walks its rows for every activation vector so that a row stays in cache.
+//! of a weight row with an activation row, accumulated in f32, with the kernels of the path
+//! chosen at start-up (`quant::best`). Rows are split over the rayon threads in a few chunks
+//! per thread; within a chunk, a tile of rows small enough for L1 meets every activation vector
+//! before the next tile is read, so that a batch reads each weight from memory once. A matrix
+//! too small to pay for waking the other threads runs on the calling thread.
 
 use crate::error::{Error, Result};
 use crate::model::WeightView;
@@ -12,7 +15,7 @@ use rayon::prelude::*;
 
 /// Bytes of the quantized activations `matmul` needs for `batch` vectors of `w`'s input width.
 pub fn scratch_bytes(w: &WeightView, batch: usize) -> usize {
-    let dot = quant::scalar(w.ty)
+    let dot = quant::best(w.ty)
         .map(|k| k.dot_type)
         .unwrap_or(GgmlType::F32);
     dot.row_bytes(w.cols as u64).unwrap_or(0) as usize * batch
@@ -37,12 +40,12 @@ pub fn matmul(
     batch: usize,
     scratch: &mut [u8],
 ) -> Result<()> {
-    let kernels = quant::scalar(w.ty)
+    let kernels = quant::best(w.ty)
         .ok_or_else(|| Error::Unsupported(format!("matmul with {} weights", w.ty)))?;
-    let vec_dot: VecDotFn = super::fast::vec_dot(w.ty)
-        .or(kernels.vec_dot)
+    let vec_dot: VecDotFn = kernels
+        .vec_dot
         .ok_or_else(|| Error::Unsupported(format!("dot product of {} weights", w.ty)))?;
-    let quantize = quant::scalar(kernels.dot_type)
+    let quantize = quant::best(kernels.dot_type)
         .and_then(|k| k.quantize)
         .ok_or_else(|| {
             Error::Unsupported(format!("quantizing activations to {}", kernels.dot_type))
@@ -75,30 +78,49 @@ pub fn matmul(
 
     // Quantize the activations once.
     let act = &mut scratch[..batch * xrow];
-    act.par_chunks_mut(xrow)
-        .zip(x.par_chunks(w.cols))
-        .for_each(|(dst, src)| quantize(src, dst, None));
+    if batch == 1 {
+        quantize(&x[..w.cols], act, None);
+    } else {
+        act.par_chunks_mut(xrow)
+            .zip(x.par_chunks(w.cols))
+            .for_each(|(dst, src)| quantize(src, dst, None));
+    }
     let act = &*act;
 
-    let n_threads = rayon::current_num_threads().max(1);
-    let chunk = (w.rows / (n_threads * 8)).clamp(4, 64);
-    let n_chunks = w.rows.div_ceil(chunk);
-    let outp = OutPtr(out.as_mut_ptr());
-    (0..n_chunks).into_par_iter().for_each(|c| {
-        // Capture the whole wrapper, not its raw-pointer field (which is not Send).
-        #[allow(clippy::redundant_locals)]
-        let outp = outp;
-        let r0 = c * chunk;
-        let r1 = (r0 + chunk).min(w.rows);
-        for b in 0..batch {
-            let a = &act[b * xrow..(b + 1) * xrow];
-            for r in r0..r1 {
-                let v = vec_dot(w.cols, &w.data[r * wrow..(r + 1) * wrow], a);
-                // SAFETY: b < batch and r < w.rows, so the index is inside `out` (checked
-                // above); rows r0..r1 belong to this task alone, so no other task writes it.
-                unsafe { *outp.0.add(b * w.rows + r) = v };
+    // Rows per L1 tile: about 8 KiB of weights.
+    let tile = (8192 / wrow.max(1)).clamp(1, 64);
+    let run = |r0: usize, r1: usize, outp: OutPtr| {
+        let mut t0 = r0;
+        while t0 < r1 {
+            let t1 = (t0 + tile).min(r1);
+            for b in 0..batch {
+                let a = &act[b * xrow..(b + 1) * xrow];
+                for r in t0..t1 {
+                    let v = vec_dot(w.cols, &w.data[r * wrow..(r + 1) * wrow], a);
+                    // SAFETY: b < batch and r < w.rows, so the index is inside `out` (checked
+                    // above); rows r0..r1 belong to this task alone, so no other task writes it.
+                    unsafe { *outp.0.add(b * w.rows + r) = v };
+                }
             }
+            t0 = t1;
         }
+    };
+    let outp = OutPtr(out.as_mut_ptr());
+    let n_threads = rayon::current_num_threads().max(1);
+    // Weight bytes times activation vectors: below this the whole product takes a few
+    // microseconds, about what waking a sleeping worker costs.
+    if n_threads == 1 || w.rows * wrow * batch < SERIAL_BYTES {
+        run(0, w.rows, outp);
+        return Ok(());
+    }
+    let chunk = w.rows.div_ceil(n_threads * 4).max(tile.min(w.rows));
+    let n_chunks = w.rows.div_ceil(chunk);
+    (0..n_chunks).into_par_iter().for_each(|c| {
+        let r0 = c * chunk;
+        run(r0, (r0 + chunk).min(w.rows), outp);
     });
     Ok(())
 }
+
+/// Work (weight bytes x batch) under which `matmul` stays on the calling thread.
+const SERIAL_BYTES: usize = 32 * 1024;

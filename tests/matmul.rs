@@ -1,0 +1,117 @@
+//! The CPU matmul against the scalar reference: every output is the scalar `vec_dot` of a
+//! weight row with the scalar-quantized activation row, within the dot tolerance, for batches
+//! of 1 to 9 vectors, several shapes and the formats of the real models.
+
+use proptest::prelude::*;
+use strait::backend::cpu::matmul::{matmul, scratch_bytes};
+use strait::model::WeightView;
+use strait::quant::{self, GgmlType};
+
+const TYPES: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+    GgmlType::F16,
+];
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(2862933555777941757)
+        .wrapping_add(3037000493);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+        })
+        .collect()
+}
+
+fn check(ty: GgmlType, rows: usize, cols: usize, batch: usize, seed: u64) {
+    let k = quant::scalar(ty).unwrap();
+    let wrow = ty.row_bytes(cols as u64).unwrap() as usize;
+    let w = values(rows * cols, seed);
+    let mut wq = vec![0u8; rows * wrow];
+    for (dst, src) in wq.chunks_mut(wrow).zip(w.chunks(cols)) {
+        (k.quantize.unwrap())(src, dst, None);
+    }
+    let view = WeightView {
+        ty,
+        cols,
+        rows,
+        data: &wq,
+    };
+    let x = values(batch * cols, seed ^ 0x5555);
+    let mut out = vec![f32::NAN; batch * rows];
+    let mut scratch = vec![0u8; scratch_bytes(&view, batch)];
+    matmul(&mut out, &x, &view, batch, &mut scratch).unwrap();
+
+    let dk = quant::scalar(k.dot_type).unwrap();
+    let xrow = k.dot_type.row_bytes(cols as u64).unwrap() as usize;
+    let mut xq = vec![0u8; xrow];
+    for b in 0..batch {
+        let xb = &x[b * cols..(b + 1) * cols];
+        (dk.quantize.unwrap())(xb, &mut xq, None);
+        for r in 0..rows {
+            let want = (k.vec_dot.unwrap())(cols, &wq[r * wrow..(r + 1) * wrow], &xq);
+            // Bound: float reassociation over |w|·|x| summed, with f16 block scales.
+            let mag: f32 = w[r * cols..(r + 1) * cols]
+                .iter()
+                .zip(xb)
+                .map(|(a, b)| (a * b).abs())
+                .sum();
+            let got = out[b * rows + r];
+            assert!(
+                (got - want).abs() <= 1e-3 * mag + 1e-4,
+                "{ty} {rows}x{cols} batch {batch}: out[{b}][{r}] = {got}, scalar {want}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn matmul_matches_scalar(
+        t in 0..TYPES.len(),
+        batch in 1usize..=9,
+        rows in prop::sample::select(vec![1usize, 3, 7, 64, 129, 576]),
+        blocks in 1usize..=6,
+        seed in any::<u64>(),
+    ) {
+        let ty = TYPES[t];
+        check(ty, rows, blocks * ty.block_size(), batch, seed);
+    }
+}
+
+#[test]
+fn model_shapes() {
+    for ty in TYPES {
+        // SmolLM2's FFN down (576 x 1536) and a large square matrix split over threads.
+        check(ty, 576, 1536, 3, 1);
+        check(ty, 1024, 512, 1, 2);
+    }
+}
+
+#[test]
+fn short_buffers_are_errors() {
+    let ty = GgmlType::Q8_0;
+    let wq = vec![0u8; 4 * 34];
+    let view = WeightView {
+        ty,
+        cols: 32,
+        rows: 4,
+        data: &wq,
+    };
+    let mut scratch = vec![0u8; scratch_bytes(&view, 2)];
+    let mut out = vec![0f32; 7];
+    assert!(matmul(&mut out, &[0.0; 64], &view, 2, &mut scratch).is_err());
+    let mut out = vec![0f32; 8];
+    assert!(matmul(&mut out, &[0.0; 63], &view, 2, &mut scratch).is_err());
+    assert!(matmul(&mut out, &[0.0; 64], &view, 2, &mut scratch[..67]).is_err());
+}
