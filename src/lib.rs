@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod model;
+pub mod profile;
 pub mod quant;
 pub mod quantize;
 pub mod sample;

@@ -35,6 +35,10 @@ enum Command {
     CheckReference(cli::check_reference::Args),
     /// Show the CPU features and the kernel path strait uses
     Info(cli::info::Args),
+    /// Compare quant formats: bits per weight, quantization error, kernel speed
+    Profile(cli::profile::Args),
+    /// Measure prompt processing and token generation speed (llama-bench style)
+    Bench(cli::bench::Args),
     /// Tokenize text with a model's tokenizer: ids, or a table of ids and pieces
     Tokenize(cli::tokenize::Args),
 }
@@ -51,6 +55,8 @@ fn main() {
         Command::Quantize(args) => cli::quantize::run(args),
         Command::CheckReference(args) => cli::check_reference::run(args),
         Command::Info(args) => cli::info::run(args),
+        Command::Profile(args) => cli::profile::run(args),
+        Command::Bench(args) => cli::bench::run(args),
         Command::Tokenize(args) => cli::tokenize::run(args),
     };
     if let Err(e) = result {
