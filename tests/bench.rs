@@ -132,6 +132,105 @@ fn csv_and_markdown() {
     assert!(md.contains(" ± "));
 }
 
+/// Two budgets for the 4-layer tiny qwen2 with a context of 16: 1MB holds 2 layers (the others
+/// run on the CPU from the mapped file), 40MB holds every layer.
+#[test]
+fn vram_budgets_run_through_the_streaming_executor() {
+    let m = tiny("tiny-qwen2-q4_k_m.gguf");
+    let run = |fmt: &str| {
+        ok(&[
+            "bench",
+            "-m",
+            &m,
+            "-p",
+            "16",
+            "-n",
+            "8",
+            "-r",
+            "2",
+            "-t",
+            "1",
+            "--vram",
+            "1MB,40MB",
+            "--no-bandwidth",
+            "-o",
+            fmt,
+        ])
+    };
+    let doc: Value = serde_json::from_str(&run("json")).expect("bench JSON parses");
+    let results = doc["results"].as_array().unwrap();
+    let rows: Vec<(&str, u64, u64, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["vram"].as_str().unwrap(),
+                r["resident_layers"].as_u64().unwrap(),
+                r["n_layer"].as_u64().unwrap(),
+                r["test"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("1MB", 2, 4, "pp16"),
+            ("1MB", 2, 4, "tg8"),
+            ("40MB", 4, 4, "pp16"),
+            ("40MB", 4, 4, "tg8"),
+        ]
+    );
+    for r in results {
+        let samples = r["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 2);
+        assert!(samples.iter().all(|s| s.as_f64().unwrap() > 0.0), "{r}");
+        assert!(r["mean"].as_f64().unwrap() > 0.0);
+    }
+
+    let csv = run("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5, "{csv}");
+    let head: Vec<&str> = lines[0].split(',').collect();
+    let col = |name: &str| head.iter().position(|&h| h == name).unwrap();
+    let cells: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split(',').collect()).collect();
+    let got: Vec<(&str, &str, &str)> = cells
+        .iter()
+        .map(|c| (c[col("vram")], c[col("resident_layers")], c[col("n_layer")]))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("1MB", "2", "4"),
+            ("1MB", "2", "4"),
+            ("40MB", "4", "4"),
+            ("40MB", "4", "4")
+        ]
+    );
+    assert!(cells
+        .iter()
+        .all(|c| c[col("avg_ts")].parse::<f64>().unwrap() > 0.0));
+
+    let md = run("md");
+    assert!(md.contains("| vram ") && md.contains("| resident "), "{md}");
+    assert!(md.contains("| 1MB  | 2/4      | tg8 "), "{md}");
+    assert!(md.contains("| 40MB | 4/4      | pp16 "), "{md}");
+    // Without a budget the columns say so.
+    let plain = ok(&[
+        "bench",
+        "-m",
+        &m,
+        "-p",
+        "0",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "--no-bandwidth",
+    ]);
+    assert!(plain.contains("| -    | -        | tg4 "), "{plain}");
+}
+
 #[test]
 fn unusable_flags_are_errors() {
     let m = tiny("tiny-qwen2-q4_k_m.gguf");
@@ -140,8 +239,16 @@ fn unusable_flags_are_errors() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         String::from_utf8(out.stderr).unwrap()
     };
-    assert!(err(&["bench", "-m", &m, "--vram", "4GiB"]).contains("--vram 4GiB"));
-    assert!(err(&["bench", "-m", &m, "--device", "cuda0"]).contains("cuda0"));
+    let small = err(&["bench", "-m", &m, "-p", "16", "-n", "8", "--vram", "10KB"]);
+    assert!(
+        small.contains("--vram 10KB") && small.contains("smallest budget that works"),
+        "{small}"
+    );
+    let dev = err(&["bench", "-m", &m, "--device", "cuda0"]);
+    assert!(
+        dev.contains("cuda0") && dev.contains("no GPU backend"),
+        "{dev}"
+    );
     assert!(err(&["bench", "-m", &m, "-t", "0"]).contains("-t 0"));
     assert!(err(&["bench", "-m", &m, "-r", "0", "-p", "4", "-n", "0"]).contains("repetitions"));
     assert!(err(&["bench", "-m", &m, "-p", "0", "-n", "0"]).contains("nothing to measure"));

@@ -25,10 +25,11 @@ pub struct Args {
     /// Thread counts, comma-separated (default: every logical CPU)
     #[arg(short, long, value_delimiter = ',')]
     threads: Vec<usize>,
-    /// Device: cpu (the only one in this build)
+    /// Device: cpu (the only one in this build: no GPU backend)
     #[arg(long, value_delimiter = ',', default_value = "cpu")]
     device: Vec<String>,
-    /// GPU memory budgets, comma-separated (need a GPU)
+    /// Memory budgets, comma-separated (200MB,1GiB): each test runs through the streaming
+    /// executor (host device) with the plan for that budget, as `strait run --vram`
     #[arg(long, value_delimiter = ',')]
     vram: Vec<String>,
     /// Output format
@@ -46,15 +47,10 @@ pub fn run(args: Args) -> Result<()> {
     for d in &args.device {
         if !d.eq_ignore_ascii_case("cpu") {
             return Err(Error::Unsupported(format!(
-                "device {d:?}: this build runs on the CPU only (--device cpu)"
+                "device {d:?}: no GPU backend exists in this build; it runs on the CPU \
+                 only (--device cpu)"
             )));
         }
-    }
-    if !args.vram.is_empty() {
-        return Err(Error::Unsupported(format!(
-            "--vram {}: budgets apply to GPU memory, and no GPU is used (CPU only)",
-            args.vram.join(",")
-        )));
     }
     let m = machine::Machine::detect();
     let threads = if args.threads.is_empty() {
@@ -73,9 +69,35 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut host: HashMap<usize, f64> = HashMap::new();
     let mut results: Vec<BenchResult> = Vec::new();
+    // No budget: the engine's own forward pass.
+    let budgets: Vec<Option<&str>> = if args.vram.is_empty() {
+        vec![None]
+    } else {
+        args.vram.iter().map(|v| Some(v.as_str())).collect()
+    };
+    let (n_ctx, n_ubatch) = bench::bench_context(&opts);
     for path in &args.model {
         let model = Model::load(path)?;
         let name = path.display().to_string();
+        // Each budget's plan, made as `strait run --vram` makes it, before anything runs.
+        let mut plans = Vec::with_capacity(budgets.len());
+        for b in &budgets {
+            plans.push(match b {
+                Some(v) => Some((
+                    *v,
+                    super::plan::plan_for_run(
+                        &model.file,
+                        v,
+                        n_ctx as u64,
+                        n_ubatch as u64,
+                        "f16",
+                        "auto",
+                    )
+                    .map_err(|e| Error::Invalid(format!("--vram {v}: {e}")))?,
+                )),
+                None => None,
+            });
+        }
         for &t in &threads {
             let bw = if args.no_bandwidth || args.n_gen == 0 {
                 None
@@ -86,8 +108,18 @@ pub fn run(args: Args) -> Result<()> {
                         .or_insert_with(|| machine::host_read_bandwidth(BANDWIDTH_BYTES, t, 3)),
                 )
             };
-            eprintln!("bench {name}, {t} threads");
-            results.extend(bench::bench_model(&name, &model, t, &opts, bw)?);
+            for p in &plans {
+                match p {
+                    Some((v, plan)) => eprintln!(
+                        "bench {name}, {t} threads, --vram {v}: {}/{} layers resident",
+                        plan.resident_layers(),
+                        plan.n_layer()
+                    ),
+                    None => eprintln!("bench {name}, {t} threads"),
+                }
+                let plan = p.as_ref().map(|(v, plan)| (*v, plan));
+                results.extend(bench::bench_model(&name, &model, t, &opts, bw, plan)?);
+            }
         }
     }
     match args.output {

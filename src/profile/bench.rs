@@ -2,6 +2,8 @@
 //! engine's forward pass, as llama-bench measures them: random tokens from an empty cache,
 //! one warm-up run, then repetitions reported as mean ± standard deviation of tokens/s.
 
+use crate::engine::plan::Plan;
+use crate::engine::stream::{eval_streamed, file_sources, with_host_device, Executor};
 use crate::engine::{Engine, Model, Options as EngineOptions, Outputs};
 use crate::error::{Error, Result};
 use crate::quantize::Mix;
@@ -18,6 +20,11 @@ pub struct BenchResult {
     pub params: u64,
     pub backend: &'static str,
     pub threads: usize,
+    /// The memory budget as given (`400MB`) when the test ran through the streaming executor.
+    pub vram: Option<String>,
+    /// Layers resident in the arena under that budget (of `n_layer`).
+    pub resident_layers: Option<usize>,
+    pub n_layer: usize,
     /// `pp512`, `tg128`.
     pub test: String,
     pub n_tokens: usize,
@@ -93,6 +100,15 @@ pub fn mean_stddev(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// The context and micro-batch the tests run with: a memory plan for the streaming executor
+/// must be made for these.
+pub fn bench_context(opts: &BenchOptions) -> (usize, usize) {
+    (
+        opts.n_prompt.max(opts.n_gen).max(1),
+        opts.n_prompt.clamp(1, 512),
+    )
+}
+
 /// Facts about a loaded model that the table shows.
 pub struct ModelFacts {
     pub model_type: String,
@@ -134,32 +150,38 @@ fn random_tokens(rng: &mut super::rng::Rng, n: usize, n_vocab: usize) -> Vec<u32
         .collect()
 }
 
+/// One evaluation of tokens: the engine's own, or through the streaming executor.
+type Eval<'a, 'm> = dyn FnMut(&mut Engine<'m>, &[u32]) -> Result<()> + 'a;
+
 /// Prompt processing: `n` tokens in batches from an empty cache; tokens/s.
-fn run_pp(engine: &mut Engine, tokens: &[u32]) -> Result<f64> {
+fn run_pp<'m>(engine: &mut Engine<'m>, eval: &mut Eval<'_, 'm>, tokens: &[u32]) -> Result<f64> {
     engine.clear();
     let start = Instant::now();
-    engine.eval(tokens, Outputs::Last, |_, _| {})?;
+    eval(engine, tokens)?;
     Ok(tokens.len() as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Token generation: `n` tokens one at a time from an empty cache; tokens/s.
-fn run_tg(engine: &mut Engine, tokens: &[u32]) -> Result<f64> {
+fn run_tg<'m>(engine: &mut Engine<'m>, eval: &mut Eval<'_, 'm>, tokens: &[u32]) -> Result<f64> {
     engine.clear();
     let start = Instant::now();
     for t in tokens {
-        engine.eval(std::slice::from_ref(t), Outputs::Last, |_, _| {})?;
+        eval(engine, std::slice::from_ref(t))?;
     }
     Ok(tokens.len() as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Runs the pp and tg tests (those with a positive token count) on one model with `threads`
-/// threads. `host_gbs` is the measured limit to compare generation against.
+/// threads. `host_gbs` is the measured limit to compare generation against. With `plan`
+/// (the budget as given, and a plan made for [`bench_context`]), every evaluation goes through
+/// the streaming executor on the host device, as `strait run --vram` runs.
 pub fn bench_model(
     name: &str,
     model: &Model,
     threads: usize,
     opts: &BenchOptions,
     host_gbs: Option<f64>,
+    plan: Option<(&str, &Plan)>,
 ) -> Result<Vec<BenchResult>> {
     if opts.reps == 0 {
         return Err(Error::Invalid("repetitions must be at least 1".into()));
@@ -176,15 +198,72 @@ pub fn bench_model(
             opts.n_prompt, opts.n_gen
         )));
     }
-    let facts = ModelFacts::of(model)?;
-    let n_ctx = opts.n_prompt.max(opts.n_gen).max(1);
+    let (n_ctx, n_ubatch) = bench_context(opts);
+    if let Some((vram, p)) = plan {
+        if p.n_ctx != n_ctx as u64
+            || p.n_ubatch != n_ubatch as u64
+            || p.n_layer() != model.config.n_layer
+        {
+            return Err(Error::Invalid(format!(
+                "--vram {vram}: the plan is for {} layers, context {} and micro-batch {}; the \
+                 test needs {} layers, {n_ctx} and {n_ubatch}",
+                p.n_layer(),
+                p.n_ctx,
+                p.n_ubatch,
+                model.config.n_layer
+            )));
+        }
+    }
     let eopts = EngineOptions {
         n_ctx,
-        n_ubatch: opts.n_prompt.clamp(1, 512),
+        n_ubatch,
         threads,
         ..EngineOptions::default()
     };
     let mut engine = Engine::new(model, &eopts)?;
+    let Some((vram, p)) = plan else {
+        return measure(
+            name,
+            model,
+            &mut engine,
+            &mut |e, t| e.eval(t, Outputs::Last, |_, _| {}),
+            threads,
+            opts,
+            host_gbs,
+            None,
+        );
+    };
+    // The arena (resident layers and the slots) is allocated and filled once, outside the
+    // timed runs, as `strait run --vram` does before generating.
+    let sources = file_sources(p, &model.file)?;
+    with_host_device(|dev| -> Result<Vec<BenchResult>> {
+        let mut exec = Executor::new(dev, p, sources)?;
+        measure(
+            name,
+            model,
+            &mut engine,
+            &mut |e, t| eval_streamed(e, &mut exec, t, Outputs::Last, |_, _| {}),
+            threads,
+            opts,
+            host_gbs,
+            Some((vram, p.resident_layers())),
+        )
+    })
+}
+
+/// The warm-ups and timed repetitions of each test, every evaluation made by `eval`.
+#[allow(clippy::too_many_arguments)]
+fn measure<'m>(
+    name: &str,
+    model: &Model,
+    engine: &mut Engine<'m>,
+    eval: &mut Eval<'_, 'm>,
+    threads: usize,
+    opts: &BenchOptions,
+    host_gbs: Option<f64>,
+    budget: Option<(&str, usize)>,
+) -> Result<Vec<BenchResult>> {
+    let facts = ModelFacts::of(model)?;
     let mut rng = super::rng::Rng::new(opts.seed);
     let n_vocab = model.config.n_vocab;
     let mut out = Vec::new();
@@ -197,6 +276,9 @@ pub fn bench_model(
             params: facts.params,
             backend: "CPU",
             threads,
+            vram: budget.map(|(v, _)| v.to_string()),
+            resident_layers: budget.map(|(_, r)| r),
+            n_layer: model.config.n_layer,
             test,
             n_tokens: n,
             samples,
@@ -210,8 +292,8 @@ pub fn bench_model(
     };
     if opts.n_prompt > 0 {
         let tokens = random_tokens(&mut rng, opts.n_prompt, n_vocab);
-        run_pp(&mut engine, &tokens)?; // warm-up
-        let s = repeat(opts.reps, threads, || run_pp(&mut engine, &tokens))?;
+        run_pp(engine, eval, &tokens)?; // warm-up
+        let s = repeat(opts.reps, threads, || run_pp(engine, eval, &tokens))?;
         out.push(result(
             format!("pp{}", opts.n_prompt),
             opts.n_prompt,
@@ -222,8 +304,8 @@ pub fn bench_model(
     if opts.n_gen > 0 {
         let tokens = random_tokens(&mut rng, opts.n_gen, n_vocab);
         // Warm-up: one token, as llama-bench does before a tg test.
-        run_tg(&mut engine, &tokens[..1])?;
-        let s = repeat(opts.reps, threads, || run_tg(&mut engine, &tokens))?;
+        run_tg(engine, eval, &tokens[..1])?;
+        let s = repeat(opts.reps, threads, || run_tg(engine, eval, &tokens))?;
         out.push(result(format!("tg{}", opts.n_gen), opts.n_gen, s, true));
     }
     Ok(out)
@@ -255,6 +337,8 @@ pub fn table(results: &[BenchResult]) -> (Vec<String>, Vec<Vec<String>>) {
         "params",
         "backend",
         "threads",
+        "vram",
+        "resident",
         "test",
         "t/s",
         "GB/s",
@@ -272,6 +356,9 @@ pub fn table(results: &[BenchResult]) -> (Vec<String>, Vec<Vec<String>>) {
                 params(r.params),
                 r.backend.to_string(),
                 r.threads.to_string(),
+                r.vram.clone().unwrap_or_else(|| "-".into()),
+                r.resident_layers
+                    .map_or("-".into(), |n| format!("{n}/{}", r.n_layer)),
                 r.test.clone(),
                 format!("{:.2} ± {:.2}", r.mean, r.stddev),
                 r.achieved_gbs.map_or("-".into(), |g| format!("{g:.2}")),
@@ -292,6 +379,9 @@ pub fn csv(results: &[BenchResult]) -> String {
         "params",
         "backend",
         "threads",
+        "vram",
+        "resident_layers",
+        "n_layer",
         "test",
         "n_tokens",
         "avg_ts",
@@ -314,6 +404,9 @@ pub fn csv(results: &[BenchResult]) -> String {
                 r.params.to_string(),
                 r.backend.to_string(),
                 r.threads.to_string(),
+                r.vram.clone().unwrap_or_default(),
+                r.resident_layers.map_or(String::new(), |n| n.to_string()),
+                r.n_layer.to_string(),
                 r.test.clone(),
                 r.n_tokens.to_string(),
                 format!("{:.4}", r.mean),
