@@ -32,6 +32,10 @@ pub struct Args {
     /// executor (host device) with the plan for that budget, as `strait run --vram`
     #[arg(long, value_delimiter = ',')]
     vram: Vec<String>,
+    /// With --vram: where layers that do not fit run (stream: copied through the two slots;
+    /// cpu: computed from the mapped file; auto: the planner's choice)
+    #[arg(long, default_value = "auto")]
+    offload: String,
     /// Output format
     #[arg(short, long, value_enum, default_value = "md")]
     output: Format,
@@ -91,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
                         n_ctx as u64,
                         n_ubatch as u64,
                         "f16",
-                        "auto",
+                        &args.offload,
                     )
                     .map_err(|e| Error::Invalid(format!("--vram {v}: {e}")))?,
                 )),
