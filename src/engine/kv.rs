@@ -128,15 +128,14 @@ fn row_bytes(ty: GgmlType, n_heads: usize, head_dim: usize) -> Result<(usize, us
     Ok((head * n_heads, head))
 }
 
-/// A zeroed buffer of `n` values, or an error naming `what` when memory runs out.
-pub(crate) fn zeroed<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
+/// A zeroed buffer of `n` values, or an error naming `what` when memory runs out. The memory
+/// comes zeroed from the allocator (fresh pages for large buffers), so the parts of a KV cache
+/// that a short context never reaches take no physical memory.
+pub(crate) fn zeroed<T: bytemuck::Zeroable + Clone>(n: usize, what: &str) -> Result<Vec<T>> {
+    bytemuck::allocation::try_zeroed_vec(n).map_err(|_| {
         Error::Invalid(format!(
             "cannot allocate {} bytes for {what}",
             n as u128 * std::mem::size_of::<T>() as u128
         ))
-    })?;
-    v.resize(n, T::default());
-    Ok(v)
+    })
 }
