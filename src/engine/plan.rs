@@ -1048,7 +1048,7 @@ fn plan_once(shape: &ModelShape, req: &PlanRequest) -> Result<Plan> {
             let decode = estimate(shape, req, &l.placement, 1);
             let prefill = estimate(shape, req, &l.placement, req.n_ubatch);
             let cost = prefill.seconds + AUTO_DECODE_TOKENS as f64 * decode.seconds;
-            if best.as_ref().map_or(true, |b| cost < b.0) {
+            if best.as_ref().is_none_or(|b| cost < b.0) {
                 best = Some((cost, c, l, decode, prefill));
             }
         }

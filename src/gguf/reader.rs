@@ -450,7 +450,7 @@ impl Header {
         for t in &tensors {
             if t.offset
                 .checked_add(t.size)
-                .map_or(true, |end| end > available)
+                .is_none_or(|end| end > available)
             {
                 return Err(GgufError::TensorOutOfBounds {
                     name: t.name.clone(),

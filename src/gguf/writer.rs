@@ -459,7 +459,7 @@ fn tensor_size(name: &str, ty: GgmlType, shape: &[u64]) -> Result<u64> {
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| invalid(format!("tensor {name}: shape {shape:?} overflows u64")))?;
-    if shape[0] % ty.block_size() as u64 != 0 {
+    if !shape[0].is_multiple_of(ty.block_size() as u64) {
         return Err(invalid(format!(
             "tensor {name}: row length {} is not a multiple of the {} block size {}",
             shape[0],

@@ -239,7 +239,7 @@ impl ModelTensors {
                     t.name, t.ty, k.dot_type
                 )));
             }
-            if t.row_len() as usize % k.dot_type.block_size() != 0 {
+            if !(t.row_len() as usize).is_multiple_of(k.dot_type.block_size()) {
                 return Err(Error::Unsupported(format!(
                     "tensor {}: row length {} is not a multiple of the {} block size {}",
                     t.name,

@@ -131,7 +131,7 @@ impl Imatrix {
                     w.extend(row.iter().map(|&s| s / count));
                 } else {
                     // A matrix that never saw input (an expert never routed to).
-                    w.extend(std::iter::repeat(1.0).take(ne0));
+                    w.extend(std::iter::repeat_n(1.0, ne0));
                 }
             }
             entries.insert(name.to_string(), w);

@@ -305,7 +305,7 @@ pub fn select_type(
 /// `tensor_type_fallback`: a type whose block fits the row length.
 fn fallback(name: &str, ncols: u64, ty: GgmlType, counters: &mut Counters) -> Result<Choice> {
     use GgmlType as T;
-    if ncols % ty.block_size() as u64 == 0 {
+    if ncols.is_multiple_of(ty.block_size() as u64) {
         return Ok(Choice {
             ty,
             fallback_from: None,
@@ -328,7 +328,7 @@ fn fallback(name: &str, ncols: u64, ty: GgmlType, counters: &mut Counters) -> Re
         }
     };
     // Rows not even a multiple of 32: only F16 can hold them.
-    let alt = if ncols % alt.block_size() as u64 == 0 {
+    let alt = if ncols.is_multiple_of(alt.block_size() as u64) {
         alt
     } else {
         T::F16
@@ -409,7 +409,7 @@ fn mix_rules(
     if category == Category::Output || (qs.has_tied_embeddings && category == Category::TokenEmbd) {
         // The output (and a token embedding that doubles as it).
         let nx = shape[0];
-        if ftype == M::MXFP4Moe || falcon || nx % new_type.block_size() as u64 != 0 {
+        if ftype == M::MXFP4Moe || falcon || !nx.is_multiple_of(new_type.block_size() as u64) {
             new_type = T::Q8_0;
         } else if matches!(
             ftype,
