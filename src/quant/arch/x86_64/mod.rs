@@ -4,6 +4,57 @@
 pub mod avx2;
 pub mod avx512;
 
+use crate::quant::{DequantizeFn, GgmlType, Kernels, QuantizeFn, VecDotFn};
+
+/// The kernels of one type on a path: dequantize, quantize, vec_dot.
+type Own = (Option<DequantizeFn>, Option<QuantizeFn>, Option<VecDotFn>);
+
+/// A path's table entry for `ty`: its own kernels, with the dot type of the scalar table.
+fn assemble(ty: GgmlType, own: Option<Own>) -> Option<Kernels> {
+    let (dequantize, quantize, vec_dot) = own?;
+    let dot_type = crate::quant::scalar(ty)?.dot_type;
+    Some(Kernels {
+        ty,
+        dot_type,
+        dequantize,
+        quantize,
+        vec_dot,
+    })
+}
+
+/// Defines a safe `fn(n, x, y) -> f32` over an unsafe dot kernel of a path.
+macro_rules! safe_dot {
+    ($name:ident, $imp:path) => {
+        fn $name(n: usize, x: &[u8], y: &[u8]) -> f32 {
+            // SAFETY: only the path's `kernels()` hands this out, after its detection
+            // (`has_avx2()` / `has_avx512()`) confirmed every feature the kernel is compiled
+            // for; the kernel reads only whole blocks inside `x` and `y`.
+            unsafe { $imp(n, x, y) }
+        }
+    };
+}
+
+/// Defines a safe dequantizer over an unsafe one of a path.
+macro_rules! safe_dequantize {
+    ($name:ident, $imp:path) => {
+        fn $name(src: &[u8], dst: &mut [f32]) {
+            // SAFETY: as for `safe_dot`; whole blocks inside `src` and `dst` only.
+            unsafe { $imp(src, dst) }
+        }
+    };
+}
+
+/// Defines a safe quantizer (the importance matrix is unused: activation types have none).
+macro_rules! safe_quantize {
+    ($name:ident, $imp:path) => {
+        fn $name(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
+            // SAFETY: as for `safe_dot`; whole blocks inside `src` and `dst` only.
+            unsafe { $imp(src, dst) }
+        }
+    };
+}
+use {safe_dequantize, safe_dot, safe_quantize};
+
 use std::arch::x86_64::*;
 
 pub fn has_avx2() -> bool {

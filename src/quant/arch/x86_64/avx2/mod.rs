@@ -14,7 +14,7 @@ mod kquants;
 mod legacy;
 pub(super) mod q8;
 
-use crate::quant::{DequantizeFn, GgmlType, Kernels, QuantizeFn, VecDotFn};
+use crate::quant::{GgmlType, Kernels};
 use std::arch::x86_64::*;
 
 /// The kernels this path has for `ty`; `None` fields fall back to the scalar code.
@@ -29,53 +29,15 @@ pub fn kernels(ty: GgmlType) -> Option<Kernels> {
     {
         return Some(k);
     }
-    let (dequantize, quantize, vec_dot) = legacy::kernels(ty)
-        .or_else(|| kquants::kernels(ty))
-        .or_else(|| q8::kernels(ty))?;
-    let dot_type = crate::quant::scalar(ty)?.dot_type;
-    Some(Kernels {
+    super::assemble(
         ty,
-        dot_type,
-        dequantize,
-        quantize,
-        vec_dot,
-    })
+        legacy::kernels(ty)
+            .or_else(|| kquants::kernels(ty))
+            .or_else(|| q8::kernels(ty)),
+    )
 }
 
-/// The kernels of one type on this path: dequantize, quantize, vec_dot.
-type Own = (Option<DequantizeFn>, Option<QuantizeFn>, Option<VecDotFn>);
-
-/// Defines a safe `fn(n, x, y) -> f32` over an unsafe AVX2 dot kernel.
-macro_rules! safe_dot {
-    ($name:ident, $imp:path) => {
-        fn $name(n: usize, x: &[u8], y: &[u8]) -> f32 {
-            // SAFETY: only `kernels()` hands this out, after `has_avx2()` confirmed AVX2, FMA
-            // and F16C; the kernel reads only whole blocks inside `x` and `y`.
-            unsafe { $imp(n, x, y) }
-        }
-    };
-}
-
-/// Defines a safe dequantizer over an unsafe AVX2 one.
-macro_rules! safe_dequantize {
-    ($name:ident, $imp:path) => {
-        fn $name(src: &[u8], dst: &mut [f32]) {
-            // SAFETY: as for `safe_dot`; whole blocks inside `src` and `dst` only.
-            unsafe { $imp(src, dst) }
-        }
-    };
-}
-
-/// Defines a safe quantizer (the importance matrix is unused: activation types have none).
-macro_rules! safe_quantize {
-    ($name:ident, $imp:path) => {
-        fn $name(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
-            // SAFETY: as for `safe_dot`; whole blocks inside `src` and `dst` only.
-            unsafe { $imp(src, dst) }
-        }
-    };
-}
-pub(crate) use {safe_dequantize, safe_dot, safe_quantize};
+use super::{safe_dequantize, safe_dot, safe_quantize, Own};
 
 /// The two f16 of the 32-bit word at `p` (unaligned), converted exactly. (Converting a
 /// whole word keeps the compiler from inserting 16 bits into a stale register, which chains
