@@ -89,12 +89,29 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Batches large enough for the batched kernels, rows not a multiple of their group.
+    #[test]
+    fn large_batches_match_scalar(
+        t in 0..TYPES.len(),
+        batch in 32usize..=41,
+        rows in prop::sample::select(vec![1usize, 15, 17, 45, 129]),
+        blocks in 1usize..=6,
+        seed in any::<u64>(),
+    ) {
+        let ty = TYPES[t];
+        check(ty, rows, blocks * ty.block_size(), batch, seed);
+    }
+}
+
 #[test]
 fn model_shapes() {
     for ty in TYPES {
         // SmolLM2's FFN down (576 x 1536) and a large square matrix split over threads.
         check(ty, 576, 1536, 3, 1);
         check(ty, 1024, 512, 1, 2);
+        check(ty, 576, 1536, 37, 3);
     }
 }
 

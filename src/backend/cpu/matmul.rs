@@ -5,7 +5,9 @@
 //! of a weight row with an activation row, accumulated in f32, with the kernels of the path
 //! chosen at start-up (`quant::best`). Rows are split over the rayon threads in a few chunks
 //! per thread; within a chunk, a tile of rows small enough for L1 meets every activation vector
-//! before the next tile is read, so that a batch reads each weight from memory once. A matrix
+//! before the next tile is read, so that a batch reads each weight from memory once. For a
+//! large batch on the avx512 path, Q8_0 and Q4_1 rows go 16 at a time through a kernel that
+//! unpacks them once for all vectors (`avx512::gemm`). A matrix
 //! too small to pay for waking the other threads runs on the calling thread.
 
 use crate::error::{Error, Result};
@@ -89,10 +91,19 @@ pub fn matmul(
 
     // Rows per L1 tile: about 8 KiB of weights.
     let tile = (8192 / wrow.max(1)).clamp(1, 64);
+    let tiled = if batch >= GEMM_BATCH {
+        tile_kernel(w.ty)
+    } else {
+        None
+    };
     let run = |r0: usize, r1: usize, outp: OutPtr| {
         let mut t0 = r0;
         while t0 < r1 {
             let t1 = (t0 + tile).min(r1);
+            if let Some(f) = tiled {
+                run_tiled(f, w, wrow, act, xrow, batch, t0, r1, outp);
+                return;
+            }
             for b in 0..batch {
                 let a = &act[b * xrow..(b + 1) * xrow];
                 for r in t0..t1 {
@@ -121,6 +132,75 @@ pub fn matmul(
     });
     Ok(())
 }
+
+#[cfg(target_arch = "x86_64")]
+use crate::quant::arch::x86_64::avx512::gemm::{GemmFn, ROWS};
+
+/// The batched kernel of `ty`, where this build and CPU have one.
+#[cfg(target_arch = "x86_64")]
+fn tile_kernel(ty: GgmlType) -> Option<GemmFn> {
+    crate::quant::arch::x86_64::avx512::gemm::gemm(ty)
+}
+#[cfg(not(target_arch = "x86_64"))]
+type GemmFn = fn();
+#[cfg(not(target_arch = "x86_64"))]
+fn tile_kernel(_: GgmlType) -> Option<GemmFn> {
+    None
+}
+
+/// Rows `t0..t1` for every activation vector, a group of rows per kernel call.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_tiled(
+    f: GemmFn,
+    w: &WeightView,
+    wrow: usize,
+    act: &[u8],
+    xrow: usize,
+    batch: usize,
+    t0: usize,
+    t1: usize,
+    outp: OutPtr,
+) {
+    for r0 in (t0..t1).step_by(ROWS) {
+        let nr = (t1 - r0).min(ROWS);
+        let mut put = |r: usize, c: usize, v: f32| {
+            if r < nr && c < batch {
+                // SAFETY: c < batch and r0 + r < t1 <= w.rows, so the index is inside `out`
+                // (checked by `matmul`); these rows belong to this task alone.
+                unsafe { *outp.0.add(c * w.rows + r0 + r) = v };
+            }
+        };
+        f(
+            w.cols,
+            &w.data[r0 * wrow..(r0 + nr) * wrow],
+            wrow,
+            nr,
+            act,
+            xrow,
+            batch,
+            &mut put,
+        );
+    }
+}
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+fn run_tiled(
+    _: GemmFn,
+    _: &WeightView,
+    _: usize,
+    _: &[u8],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: OutPtr,
+) {
+}
+
+/// Batches from which unpacking a group of rows once for all vectors pays (Q4_1 at 576x1536:
+/// half the speed of one `vec_dot` per output at 8 vectors, twice it at 128).
+const GEMM_BATCH: usize = 32;
 
 /// Work (weight bytes x batch) under which `matmul` stays on the calling thread.
 const SERIAL_BYTES: usize = 32 * 1024;

@@ -7,6 +7,7 @@
 //! quarter of a k-quant super-block.
 
 mod float;
+pub mod gemm;
 mod iq;
 mod iq4;
 mod kquants;
