@@ -45,6 +45,7 @@ fn f16(p: &[u8]) -> f32 {
     F16([p[0], p[1]]).to_f32()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn gemm_q8_0(
     cols: usize,
     w: &[u8],
@@ -58,6 +59,7 @@ fn gemm_q8_0(
     gemm_checked(false, cols, w, wrow, nr, a, xrow, nc, put)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn gemm_q4_1(
     cols: usize,
     w: &[u8],
@@ -162,7 +164,7 @@ fn unsafe_cast(s: &[i32]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn kernel(
     min: bool,
