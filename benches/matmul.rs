@@ -5,7 +5,7 @@
 //!
 //! Groups: `matvec/4096x4096x4` and `matvec/576x1536x30` (B = 1 over model-sized working sets
 //! of 15-30 MB or more, in weight bytes per second: compare with `sum` of the same group) and
-//! `batch/576x1536` (B = 1, 8, 128, 512, in tokens per second). Wall time: on a shared machine
+//! `batch/576x1536` (B = 1, 8, 32, 128, 512, in tokens per second). Wall time: on a shared machine
 //! run the matvec and its `sum` back to back and compare only within one run.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -126,7 +126,7 @@ fn batch(c: &mut Criterion) {
             rows,
             data: &ws[0],
         };
-        for bsz in [1usize, 8, 128, 512] {
+        for bsz in [1usize, 8, 32, 128, 512] {
             let x = values(bsz * cols, 3);
             let mut out = vec![0f32; bsz * rows];
             let mut scratch = vec![0u8; scratch_bytes(&view, bsz)];
