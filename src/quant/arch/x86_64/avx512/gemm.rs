@@ -93,10 +93,77 @@ fn gemm_checked(
     if w.len() < (nr - 1) * wrow + nb * bs || a.len() < (nc - 1) * xrow + nb * ybs {
         return;
     }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        gemm_group(
+            min,
+            bs,
+            ybs,
+            nb,
+            w,
+            wrow,
+            nr,
+            a,
+            xrow,
+            nc,
+            put,
+            &mut scratch,
+        )
+    })
+}
+
+/// Buffers of one thread, grown to the largest shape seen and reused, so that a matmul
+/// allocates nothing once its first call has run.
+#[derive(Default)]
+struct Scratch {
+    wq: Vec<u8>,
+    dw: Vec<f32>,
+    mw: Vec<f32>,
+    dy: Vec<f32>,
+    sy: Vec<f32>,
+    start: Vec<i32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// The first `n` elements of `v`, growing it only when it is shorter. Every element the
+/// caller reads is written first, so stale values from an earlier call are never seen.
+fn prefix<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    &mut v[..n]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_group(
+    min: bool,
+    bs: usize,
+    ybs: usize,
+    nb: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    a: &[u8],
+    xrow: usize,
+    nc: usize,
+    put: &mut dyn FnMut(usize, usize, f32),
+    scratch: &mut Scratch,
+) {
+    let Scratch {
+        wq,
+        dw,
+        mw,
+        dy,
+        sy,
+        start,
+    } = scratch;
     // Unpack: block b, word g, row j -> 4 unsigned bytes at ((b * 8 + g) * 16 + j) * 4.
-    let mut wq = vec![0u8; nb * 512];
-    let mut dw = vec![0f32; nb * ROWS];
-    let mut mw = vec![0f32; nb * ROWS];
+    let wq = prefix(wq, nb * 512);
+    let dw = prefix(dw, nb * ROWS);
+    let mw = prefix(mw, nb * ROWS);
     for j in 0..ROWS {
         let row = &w[j.min(nr - 1) * wrow..][..nb * bs];
         for (b, blk) in row.chunks_exact(bs).enumerate() {
@@ -120,9 +187,9 @@ fn gemm_checked(
         }
     }
     // Per activation block: d, the Q8_1 sum term, and the Q8_0 offset start -128 * sum(q).
-    let mut dy = vec![0f32; nc * nb];
-    let mut sy = vec![0f32; nc * nb];
-    let mut start = vec![0i32; nc * nb];
+    let dy = prefix(dy, nc * nb);
+    let sy = prefix(sy, nc * nb);
+    let start = prefix(start, nc * nb);
     for c in 0..nc {
         let row = &a[c * xrow..][..nb * ybs];
         for (b, blk) in row.chunks_exact(ybs).enumerate() {
@@ -146,7 +213,7 @@ fn gemm_checked(
         ];
         // SAFETY: `gemm` hands these out only when the CPU has AVX-512 F/BW/VL/VNNI; every
         // slice holds `nb` blocks (checked and cut above).
-        let res = unsafe { kernel(min, nb, ybs, yq, &wq, &dw, &mw, ya, p) };
+        let res = unsafe { kernel(min, nb, ybs, yq, wq, dw, mw, ya, p) };
         for (k, col) in res.iter().enumerate() {
             if c0 + k < nc {
                 for (j, &v) in col.iter().enumerate().take(nr) {
