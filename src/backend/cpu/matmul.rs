@@ -101,18 +101,10 @@ pub fn matmul(
         while t0 < r1 {
             let t1 = (t0 + tile).min(r1);
             if let Some(f) = tiled {
-                run_tiled(f, w, wrow, act, xrow, batch, t0, r1, outp);
+                run_tiled(f, vec_dot, w, wrow, act, xrow, batch, t0, r1, outp);
                 return;
             }
-            for b in 0..batch {
-                let a = &act[b * xrow..(b + 1) * xrow];
-                for r in t0..t1 {
-                    let v = vec_dot(w.cols, &w.data[r * wrow..(r + 1) * wrow], a);
-                    // SAFETY: b < batch and r < w.rows, so the index is inside `out` (checked
-                    // above); rows r0..r1 belong to this task alone, so no other task writes it.
-                    unsafe { *outp.0.add(b * w.rows + r) = v };
-                }
-            }
+            rows_by_dot(vec_dot, w, wrow, act, xrow, batch, t0, t1, outp);
             t0 = t1;
         }
     };
@@ -148,11 +140,37 @@ fn tile_kernel(_: GgmlType) -> Option<GemmFn> {
     None
 }
 
-/// Rows `t0..t1` for every activation vector, a group of rows per kernel call.
+/// Rows `t0..t1` for every activation vector, one `vec_dot` per output.
+#[allow(clippy::too_many_arguments)]
+fn rows_by_dot(
+    vec_dot: VecDotFn,
+    w: &WeightView,
+    wrow: usize,
+    act: &[u8],
+    xrow: usize,
+    batch: usize,
+    t0: usize,
+    t1: usize,
+    outp: OutPtr,
+) {
+    for b in 0..batch {
+        let a = &act[b * xrow..(b + 1) * xrow];
+        for r in t0..t1 {
+            let v = vec_dot(w.cols, &w.data[r * wrow..(r + 1) * wrow], a);
+            // SAFETY: b < batch and r < t1 <= w.rows, so the index is inside `out` (checked
+            // by `matmul`); rows t0..t1 belong to this task alone, so no other task writes it.
+            unsafe { *outp.0.add(b * w.rows + r) = v };
+        }
+    }
+}
+
+/// Rows `t0..t1` for every activation vector, a group of rows per kernel call; a group the
+/// kernel declines goes through `vec_dot`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn run_tiled(
     f: GemmFn,
+    vec_dot: VecDotFn,
     w: &WeightView,
     wrow: usize,
     act: &[u8],
@@ -171,7 +189,7 @@ fn run_tiled(
                 unsafe { *outp.0.add(c * w.rows + r0 + r) = v };
             }
         };
-        f(
+        let done = f(
             w.cols,
             &w.data[r0 * wrow..(r0 + nr) * wrow],
             wrow,
@@ -181,21 +199,27 @@ fn run_tiled(
             batch,
             &mut put,
         );
+        if !done {
+            rows_by_dot(vec_dot, w, wrow, act, xrow, batch, r0, r0 + nr, outp);
+        }
     }
 }
+/// No batched kernels off x86-64 (`tile_kernel` never returns one): every row by `vec_dot`.
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 fn run_tiled(
     _: GemmFn,
-    _: &WeightView,
-    _: usize,
-    _: &[u8],
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: OutPtr,
+    vec_dot: VecDotFn,
+    w: &WeightView,
+    wrow: usize,
+    act: &[u8],
+    xrow: usize,
+    batch: usize,
+    t0: usize,
+    t1: usize,
+    outp: OutPtr,
 ) {
+    rows_by_dot(vec_dot, w, wrow, act, xrow, batch, t0, t1, outp);
 }
 
 /// Batches from which unpacking a group of rows once for all vectors pays (Q4_1 at 576x1536:

@@ -16,6 +16,9 @@ const COLS: usize = 4;
 
 /// `put(r, c, dot(w row r, a row c))` for `r < nr`, `c < nc`; rows are `wrow` and `xrow`
 /// bytes apart, `w` holds `nr` rows and `a` `nc` activation rows (of the weights' dot type).
+/// Returns false, having called `put` for nothing, when the shapes are not ones it handles
+/// (more than 16 rows, rows that are not whole blocks, buffers too short): the caller then
+/// computes those rows another way.
 pub type GemmFn = fn(
     cols: usize,
     w: &[u8],
@@ -25,7 +28,7 @@ pub type GemmFn = fn(
     xrow: usize,
     nc: usize,
     put: &mut dyn FnMut(usize, usize, f32),
-);
+) -> bool;
 
 /// The batched kernel of `ty` when the avx512 path is the selected one.
 pub fn gemm(ty: GgmlType) -> Option<GemmFn> {
@@ -55,7 +58,7 @@ fn gemm_q8_0(
     xrow: usize,
     nc: usize,
     put: &mut dyn FnMut(usize, usize, f32),
-) {
+) -> bool {
     gemm_checked(false, cols, w, wrow, nr, a, xrow, nc, put)
 }
 
@@ -69,7 +72,7 @@ fn gemm_q4_1(
     xrow: usize,
     nc: usize,
     put: &mut dyn FnMut(usize, usize, f32),
-) {
+) -> bool {
     gemm_checked(true, cols, w, wrow, nr, a, xrow, nc, put)
 }
 
@@ -84,14 +87,18 @@ fn gemm_checked(
     xrow: usize,
     nc: usize,
     put: &mut dyn FnMut(usize, usize, f32),
-) {
+) -> bool {
     let (bs, ybs) = if min { (20, 36) } else { (34, 34) };
-    let nb = (cols / 32).min(wrow / bs).min(xrow / ybs);
-    if nr == 0 || nc == 0 || nr > ROWS || nb == 0 {
-        return;
+    let nb = cols / 32;
+    if !cols.is_multiple_of(32) || nb == 0 || nr == 0 || nc == 0 || nr > ROWS {
+        return false;
     }
-    if w.len() < (nr - 1) * wrow + nb * bs || a.len() < (nc - 1) * xrow + nb * ybs {
-        return;
+    if wrow < nb * bs
+        || xrow < nb * ybs
+        || w.len() < (nr - 1) * wrow + nb * bs
+        || a.len() < (nc - 1) * xrow + nb * ybs
+    {
+        return false;
     }
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
@@ -109,7 +116,8 @@ fn gemm_checked(
             put,
             &mut scratch,
         )
-    })
+    });
+    true
 }
 
 /// Buffers of one thread, grown to the largest shape seen and reused, so that a matmul
