@@ -155,10 +155,7 @@ use crate::quant::arch::x86_64::avx512::gemm::{Gemm, GemmFn, ROWS};
 /// The batched kernel of `ty` for a batch of `batch`, where this build and CPU have one.
 #[cfg(target_arch = "x86_64")]
 fn batched(ty: GgmlType, batch: usize) -> Option<Gemm> {
-    if batch < GEMM_BATCH {
-        return None;
-    }
-    crate::quant::arch::x86_64::avx512::gemm::gemm(ty)
+    crate::quant::arch::x86_64::avx512::gemm::gemm(ty).filter(|g| batch >= g.min_batch.max(2))
 }
 
 /// No batched kernels off x86-64: every row by `vec_dot`.
@@ -271,10 +268,6 @@ fn run_tiled(
 ) {
     rows_by_dot(vec_dot, w, wrow, act, xrow, batch, t0, t1, outp);
 }
-
-/// Batches from which unpacking a group of rows once for all vectors pays (Q4_1 at 576x1536:
-/// half the speed of one `vec_dot` per output at 8 vectors, twice it at 128).
-const GEMM_BATCH: usize = 32;
 
 /// Work (weight bytes x batch) under which `matmul` stays on the calling thread.
 const SERIAL_BYTES: usize = 32 * 1024;

@@ -28,6 +28,13 @@ use std::arch::x86_64::*;
 
 /// Rows per group.
 pub const ROWS: usize = 16;
+
+// Batches from which the batched kernels beat one `vec_dot` per output on a 576x1536 matrix,
+// one thread (`benches/matmul.rs`): the gathered unpacking pays from a few vectors, the
+// scalar one (Q2_K, Q3_K, IQ4_XS) from about 16.
+const LEGACY_MIN_BATCH: usize = 4;
+const K_MIN_BATCH: usize = 8;
+const K_MIN_BATCH_SCALAR: usize = 16;
 const COLS: usize = 4;
 
 /// `put(c, &out)`: `out[r] = dot(w row r, a row c)` for `r < nr`, every `c < nc`; rows are
@@ -56,6 +63,8 @@ pub type PrepareFn = fn(cols: usize, xq: &[u8], dst: &mut [u8]) -> bool;
 pub struct Gemm {
     pub run: GemmFn,
     pub prepare: Option<PrepareFn>,
+    /// The smallest batch for which unpacking a group once beats one `vec_dot` per output.
+    pub min_batch: usize,
 }
 
 impl Gemm {
@@ -75,14 +84,18 @@ pub fn gemm(ty: GgmlType) -> Option<Gemm> {
     {
         return None;
     }
-    let legacy = |run: GemmFn| {
-        Some(Gemm {
-            run,
-            prepare: Some(prepare),
-        })
+    let legacy = |run: GemmFn| Gemm {
+        run,
+        prepare: Some(prepare),
+        min_batch: LEGACY_MIN_BATCH,
     };
-    let k = |run: GemmFn| Some(Gemm { run, prepare: None });
-    match ty {
+    let k = |run: GemmFn, min_batch: usize| Gemm {
+        run,
+        prepare: None,
+        min_batch,
+    };
+    // Non-capturing closures, so that each is a plain `fn` of the kernel for one format.
+    Some(match ty {
         GgmlType::Q4_0 => legacy(|c, w, wr, nr, a, ar, nc, p| {
             legacy_gemm::<false>(Legacy::Q4_0, c, w, wr, nr, a, ar, nc, p)
         }),
@@ -101,30 +114,80 @@ pub fn gemm(ty: GgmlType) -> Option<Gemm> {
         GgmlType::IQ4NL => legacy(|c, w, wr, nr, a, ar, nc, p| {
             legacy_gemm::<false>(Legacy::Iq4Nl, c, w, wr, nr, a, ar, nc, p)
         }),
-        GgmlType::Q2K => {
-            k(
-                |c, w, wr, nr, a, ar, nc, p| {
-                    k_gemm::<16>(unpack_q2k, 84, c, w, wr, nr, a, ar, nc, p)
-                },
-            )
-        }
-        GgmlType::Q3K => k(|c, w, wr, nr, a, ar, nc, p| {
-            k_gemm::<16>(unpack_q3k, 110, c, w, wr, nr, a, ar, nc, p)
-        }),
-        GgmlType::Q4K => k(|c, w, wr, nr, a, ar, nc, p| {
-            k_gemm::<32>(unpack_q4k, 144, c, w, wr, nr, a, ar, nc, p)
-        }),
-        GgmlType::Q5K => k(|c, w, wr, nr, a, ar, nc, p| {
-            k_gemm::<32>(unpack_q5k, 176, c, w, wr, nr, a, ar, nc, p)
-        }),
-        GgmlType::Q6K => k(|c, w, wr, nr, a, ar, nc, p| {
-            k_gemm::<16>(unpack_q6k, 210, c, w, wr, nr, a, ar, nc, p)
-        }),
-        GgmlType::IQ4XS => k(|c, w, wr, nr, a, ar, nc, p| {
-            k_gemm::<32>(unpack_iq4xs, 136, c, w, wr, nr, a, ar, nc, p)
-        }),
-        _ => None,
-    }
+        GgmlType::Q2K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<16>(unpack_q2k, None, 84, c, w, wr, nr, a, ar, nc, p)
+            },
+            K_MIN_BATCH_SCALAR,
+        ),
+        GgmlType::Q3K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<16>(unpack_q3k, None, 110, c, w, wr, nr, a, ar, nc, p)
+            },
+            K_MIN_BATCH_SCALAR,
+        ),
+        GgmlType::Q4K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<32>(
+                    unpack_q4k,
+                    Some(KSimd::Q4K),
+                    144,
+                    c,
+                    w,
+                    wr,
+                    nr,
+                    a,
+                    ar,
+                    nc,
+                    p,
+                )
+            },
+            K_MIN_BATCH,
+        ),
+        GgmlType::Q5K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<32>(
+                    unpack_q5k,
+                    Some(KSimd::Q5K),
+                    176,
+                    c,
+                    w,
+                    wr,
+                    nr,
+                    a,
+                    ar,
+                    nc,
+                    p,
+                )
+            },
+            K_MIN_BATCH,
+        ),
+        GgmlType::Q6K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<16>(
+                    unpack_q6k,
+                    Some(KSimd::Q6K),
+                    210,
+                    c,
+                    w,
+                    wr,
+                    nr,
+                    a,
+                    ar,
+                    nc,
+                    p,
+                )
+            },
+            K_MIN_BATCH,
+        ),
+        GgmlType::IQ4XS => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<32>(unpack_iq4xs, None, 136, c, w, wr, nr, a, ar, nc, p)
+            },
+            K_MIN_BATCH_SCALAR,
+        ),
+        _ => return None,
+    })
 }
 
 fn f16(p: &[u8]) -> f32 {
@@ -297,17 +360,12 @@ fn legacy_gemm<const MIN: bool>(
         let start = prefix(&mut s.wi, nb * ROWS);
         let dw = prefix(&mut s.dw, nb * ROWS);
         let mw = prefix(&mut s.mw, nb * ROWS);
-        for j in 0..ROWS {
-            // Rows past `nr` repeat the last one; their sums are computed and dropped.
-            let row = &w[j.min(nr - 1) * wrow..][..nb * bs];
-            for (b, blk) in row.chunks_exact(bs).enumerate() {
-                let mut v = [0i8; 32];
-                let (d, m) = ty.unpack(blk, &mut v);
-                dw[b * ROWS + j] = d;
-                mw[b * ROWS + j] = m;
-                start[b * ROWS + j] = -128 * v.iter().map(|&x| x as i32).sum::<i32>();
-                interleave(&mut wq[b * 512..][..512], j, bytemuck::cast_slice(&v));
-            }
+        if ROWS * wrow < i32::MAX as usize {
+            // SAFETY: the CPU runs these instructions (see below); `w` holds `nr` rows of `nb`
+            // blocks (checked above) and the scratch slices `nb` groups.
+            unsafe { legacy_unpack_simd(ty, nb, w, wrow, nr, wq, start, dw, mw) };
+        } else {
+            legacy_unpack(ty, nb, w, wrow, nr, wq, start, dw, mw);
         }
         let mut res = [[0f32; ROWS]; COLS];
         for c0 in (0..nc).step_by(COLS) {
@@ -322,6 +380,127 @@ fn legacy_gemm<const MIN: bool>(
         }
     });
     true
+}
+
+/// A group of 16 rows into the kernel's layout: values interleaved by word, and per row and
+/// block the start `-128 * sum(v)`, the scale and the min. Rows past `nr` repeat the last one;
+/// their sums are computed and dropped.
+#[allow(clippy::too_many_arguments)]
+fn legacy_unpack(
+    ty: Legacy,
+    nb: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    wq: &mut [u8],
+    start: &mut [i32],
+    dw: &mut [f32],
+    mw: &mut [f32],
+) {
+    let bs = ty.block_bytes();
+    for j in 0..ROWS {
+        let row = &w[j.min(nr - 1) * wrow..][..nb * bs];
+        for (b, blk) in row.chunks_exact(bs).enumerate() {
+            let mut v = [0i8; 32];
+            let (d, m) = ty.unpack(blk, &mut v);
+            dw[b * ROWS + j] = d;
+            mw[b * ROWS + j] = m;
+            start[b * ROWS + j] = -128 * v.iter().map(|&x| x as i32).sum::<i32>();
+            interleave(&mut wq[b * 512..][..512], j, bytemuck::cast_slice(&v));
+        }
+    }
+}
+
+/// [`legacy_unpack`] with gathers: each word of a block is one 16-row gather from the
+/// quantized rows, so the group needs no transposition.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI and F16C; `w` must hold `nr` rows `wrow` bytes
+/// apart of `nb` blocks each, `wrow * 16` must fit an i32, `wq` must hold `nb * 512` bytes and
+/// `start`, `dw`, `mw` `nb * 16` values.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn legacy_unpack_simd(
+    ty: Legacy,
+    nb: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    wq: &mut [u8],
+    start: &mut [i32],
+    dw: &mut [f32],
+    mw: &mut [f32],
+) {
+    let bs = ty.block_bytes();
+    let rows: [i32; ROWS] = std::array::from_fn(|j| (j.min(nr - 1) * wrow) as i32);
+    let idx = _mm512_loadu_si512(rows.as_ptr() as *const _);
+    let low4 = _mm512_set1_epi8(0x0F);
+    let ones = _mm512_set1_epi8(1);
+    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const _));
+    let half = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    for b in 0..nb {
+        // Every gathered word lies inside block b of a row below `nr` (offsets < bs - 3).
+        let p = w.as_ptr().add(b * bs);
+        let gather = |off: usize| _mm512_i32gather_epi32::<1>(idx, p.add(off) as *const _);
+        let head = gather(0);
+        _mm512_storeu_ps(dw.as_mut_ptr().add(b * ROWS), half(head));
+        let (qs, qh) = match ty {
+            Legacy::Q4_1 => (4, None),
+            Legacy::Q5_0 => (6, Some(2)),
+            Legacy::Q5_1 => (8, Some(4)),
+            _ => (2, None),
+        };
+        let min = match ty {
+            Legacy::Q4_1 | Legacy::Q5_1 => half(_mm512_srli_epi32::<16>(head)),
+            _ => _mm512_setzero_ps(),
+        };
+        _mm512_storeu_ps(mw.as_mut_ptr().add(b * ROWS), min);
+        let mut words = [_mm512_setzero_si512(); 8];
+        if let Legacy::Q8_0 = ty {
+            for (g, x) in words.iter_mut().enumerate() {
+                *x = gather(2 + 4 * g);
+            }
+        } else {
+            for g in 0..4 {
+                let raw = gather(qs + 4 * g);
+                words[g] = _mm512_and_si512(raw, low4);
+                words[g + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low4);
+            }
+        }
+        if let Some(off) = qh {
+            // Bit k of qh is bit 4 of value k: spread four bits to four bytes with one
+            // multiply (the shifted copies do not overlap, so nothing carries).
+            let h = gather(off);
+            for (g, x) in words.iter_mut().enumerate() {
+                let t = _mm512_and_si512(
+                    _mm512_srl_epi32(h, _mm_cvtsi32_si128(4 * g as i32)),
+                    _mm512_set1_epi32(0xF),
+                );
+                let spread = _mm512_and_si512(
+                    _mm512_mullo_epi32(t, _mm512_set1_epi32(0x0020_4081)),
+                    _mm512_set1_epi32(0x0101_0101),
+                );
+                *x = _mm512_or_si512(*x, _mm512_slli_epi32::<4>(spread));
+            }
+        }
+        let offset = match ty {
+            Legacy::Q4_0 => 8,
+            Legacy::Q5_0 => 16,
+            _ => 0,
+        };
+        let mut sum = _mm512_setzero_si512();
+        for (g, x) in words.iter_mut().enumerate() {
+            if let Legacy::Iq4Nl = ty {
+                *x = _mm512_shuffle_epi8(table, *x);
+            } else if offset != 0 {
+                *x = _mm512_sub_epi8(*x, _mm512_set1_epi8(offset));
+            }
+            sum = _mm512_dpbusd_epi32(sum, ones, *x);
+            _mm512_storeu_si512(wq.as_mut_ptr().add((b * 8 + g) * 64) as *mut _, *x);
+        }
+        let st = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sum));
+        _mm512_storeu_si512(start.as_mut_ptr().add(b * ROWS) as *mut _, st);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -503,6 +682,7 @@ const K_WQ: usize = QK_K / 4 * ROWS * 4;
 #[allow(clippy::too_many_arguments)]
 fn k_gemm<const L: usize>(
     unpack: UnpackK,
+    simd: Option<KSimd>,
     bs: usize,
     cols: usize,
     w: &[u8],
@@ -532,28 +712,14 @@ fn k_gemm<const L: usize>(
         let mp = prefix(&mut s.wm, nb * 8 * ROWS);
         let dw = prefix(&mut s.dw, nb * ROWS);
         let mw = prefix(&mut s.mw, nb * ROWS);
-        let mut kb = KBlock::new();
-        for j in 0..ROWS {
-            let row = &w[j.min(nr - 1) * wrow..][..nb * bs];
-            for (b, blk) in row.chunks_exact(bs).enumerate() {
-                unpack(blk, &mut kb);
-                interleave(&mut wq[b * K_WQ..][..K_WQ], j, &kb.u);
-                for t in 0..ns {
-                    sc[(b * ns + t) * ROWS + j] = kb.sc[t];
-                }
-                // Pair p meets Q8_K's sums 2p and 2p+1: one factor per 16 values.
-                for p in 0..8 {
-                    let (lo, hi) = if L == 16 {
-                        (kb.m[2 * p], kb.m[2 * p + 1])
-                    } else {
-                        (kb.m[p], kb.m[p])
-                    };
-                    mp[(b * 8 + p) * ROWS + j] =
-                        (lo as u16 as u32 | ((hi as u16 as u32) << 16)) as i32;
-                }
-                dw[b * ROWS + j] = kb.d;
-                mw[b * ROWS + j] = kb.dm;
+        let out = KOut { wq, sc, mp, dw, mw };
+        match simd {
+            Some(kind) if ROWS * wrow < i32::MAX as usize => {
+                // SAFETY: the CPU runs these instructions (see `gemm`); `w` holds `nr` rows of
+                // `nb` super-blocks of `kind` (checked above), `out` `nb` groups.
+                unsafe { k_unpack_simd(kind, nb, w, wrow, nr, out) }
             }
+            _ => k_unpack::<L>(unpack, bs, nb, w, wrow, nr, out),
         }
         let mut res = [[0f32; ROWS]; COLS];
         for c0 in (0..nc).step_by(COLS) {
@@ -568,6 +734,195 @@ fn k_gemm<const L: usize>(
         }
     });
     true
+}
+
+/// A group's unpacked super-blocks: words of 16 rows, sub-block scale vectors, i16 pairs of
+/// activation-sum factors, d, dm (see `k_kernel`).
+struct KOut<'a> {
+    wq: &'a mut [u8],
+    sc: &'a mut [i32],
+    mp: &'a mut [i32],
+    dw: &'a mut [f32],
+    mw: &'a mut [f32],
+}
+
+/// 16 rows (past `nr`, the last one again) of `nb` super-blocks into the kernel's layout.
+fn k_unpack<const L: usize>(
+    unpack: UnpackK,
+    bs: usize,
+    nb: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    o: KOut<'_>,
+) {
+    let ns = QK_K / L;
+    let mut kb = KBlock::new();
+    for j in 0..ROWS {
+        let row = &w[j.min(nr - 1) * wrow..][..nb * bs];
+        for (b, blk) in row.chunks_exact(bs).enumerate() {
+            unpack(blk, &mut kb);
+            interleave(&mut o.wq[b * K_WQ..][..K_WQ], j, &kb.u);
+            for t in 0..ns {
+                o.sc[(b * ns + t) * ROWS + j] = kb.sc[t];
+            }
+            // Pair p meets Q8_K's sums 2p and 2p+1: one factor per 16 values.
+            for p in 0..8 {
+                let (lo, hi) = if L == 16 {
+                    (kb.m[2 * p], kb.m[2 * p + 1])
+                } else {
+                    (kb.m[p], kb.m[p])
+                };
+                o.mp[(b * 8 + p) * ROWS + j] =
+                    (lo as u16 as u32 | ((hi as u16 as u32) << 16)) as i32;
+            }
+            o.dw[b * ROWS + j] = kb.d;
+            o.mw[b * ROWS + j] = kb.dm;
+        }
+    }
+}
+
+/// The super-block formats [`k_unpack_simd`] gathers.
+#[derive(Clone, Copy, Debug)]
+enum KSimd {
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+/// [`k_unpack`] with one 16-row gather per word.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI and F16C; `w` must hold `nr` rows `wrow` bytes apart
+/// of `nb` super-blocks of `kind`, `wrow * 16` must fit an i32, and `o` must hold `nb` groups.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize, o: KOut<'_>) {
+    let bs = match kind {
+        KSimd::Q4K => 144,
+        KSimd::Q5K => 176,
+        KSimd::Q6K => 210,
+    };
+    let rows: [i32; ROWS] = std::array::from_fn(|j| (j.min(nr - 1) * wrow) as i32);
+    let idx = _mm512_loadu_si512(rows.as_ptr() as *const _);
+    let c = _mm512_set1_epi32;
+    let and = _mm512_and_si512;
+    let or = _mm512_or_si512;
+    let half = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    let ns = if let KSimd::Q6K = kind { 16 } else { 8 };
+    for b in 0..nb {
+        // Every gathered word lies inside super-block b of a row below `nr`.
+        let p = w.as_ptr().add(b * bs);
+        let gather = |off: usize| _mm512_i32gather_epi32::<1>(idx, p.add(off) as *const _);
+        let wq = o.wq.as_mut_ptr().add(b * K_WQ);
+        let put = |word: usize, v: __m512i| _mm512_storeu_si512(wq.add(word * 64) as *mut _, v);
+        let sc = o.sc.as_mut_ptr().add(b * ns * ROWS);
+        let mp = o.mp.as_mut_ptr().add(b * 8 * ROWS);
+        let (d, dm);
+        let mut scales = [_mm512_setzero_si512(); 16];
+        let mut mins = [_mm512_setzero_si512(); 8];
+        match kind {
+            KSimd::Q4K | KSimd::Q5K => {
+                let head = gather(0);
+                d = half(head);
+                // -dmin, by its sign bit as the scalar negation.
+                let dmin = _mm512_castps_si512(half(_mm512_srli_epi32::<16>(head)));
+                dm = _mm512_castsi512_ps(_mm512_xor_si512(dmin, c(i32::MIN)));
+                // get_scale_min_k4 on 16 rows at once.
+                let (d0, d1, d2) = (gather(4), gather(8), gather(12));
+                let byte = |v: __m512i, k: u32| {
+                    and(
+                        _mm512_srl_epi32(v, _mm_cvtsi32_si128(8 * k as i32)),
+                        c(0xFF),
+                    )
+                };
+                for j in 0..4u32 {
+                    let k = j as usize;
+                    scales[k] = and(byte(d0, j), c(63));
+                    mins[k] = and(byte(d1, j), c(63));
+                    let hi_s = _mm512_slli_epi32::<4>(_mm512_srli_epi32::<6>(byte(d0, j)));
+                    let hi_m = _mm512_slli_epi32::<4>(_mm512_srli_epi32::<6>(byte(d1, j)));
+                    scales[4 + k] = or(and(byte(d2, j), c(0xF)), hi_s);
+                    mins[4 + k] = or(_mm512_srli_epi32::<4>(byte(d2, j)), hi_m);
+                }
+                let (qs, qh) = if let KSimd::Q5K = kind {
+                    (48, Some(16))
+                } else {
+                    (16, None)
+                };
+                for g in 0..4 {
+                    for i in 0..8 {
+                        let raw = gather(qs + 32 * g + 4 * i);
+                        let mut lo = and(raw, c(0x0F0F_0F0F));
+                        let mut hi = and(_mm512_srli_epi32::<4>(raw), c(0x0F0F_0F0F));
+                        if let Some(qh) = qh {
+                            let h = gather(qh + 4 * i);
+                            let bit = |k: u32| {
+                                _mm512_slli_epi32::<4>(and(
+                                    _mm512_srl_epi32(h, _mm_cvtsi32_si128(k as i32)),
+                                    c(0x0101_0101),
+                                ))
+                            };
+                            lo = or(lo, bit(2 * g as u32));
+                            hi = or(hi, bit(2 * g as u32 + 1));
+                        }
+                        put(16 * g + i, lo);
+                        put(16 * g + 8 + i, hi);
+                    }
+                }
+            }
+            KSimd::Q6K => {
+                d = half(_mm512_srli_epi32::<16>(gather(206)));
+                dm = _mm512_mul_ps(d, _mm512_set1_ps(-32.0));
+                for h in 0..2 {
+                    for i in 0..8 {
+                        let a = gather(64 * h + 4 * i);
+                        let bq = gather(64 * h + 32 + 4 * i);
+                        let hb = gather(128 + 32 * h + 4 * i);
+                        let high = |k: u32| {
+                            _mm512_slli_epi32::<4>(and(
+                                _mm512_srl_epi32(hb, _mm_cvtsi32_si128(k as i32)),
+                                c(0x0303_0303),
+                            ))
+                        };
+                        let low = |v: __m512i| and(v, c(0x0F0F_0F0F));
+                        put(32 * h + i, or(low(a), high(0)));
+                        put(32 * h + 8 + i, or(low(bq), high(2)));
+                        put(32 * h + 16 + i, or(low(_mm512_srli_epi32::<4>(a)), high(4)));
+                        put(
+                            32 * h + 24 + i,
+                            or(low(_mm512_srli_epi32::<4>(bq)), high(6)),
+                        );
+                    }
+                }
+                let s16 = &mut scales;
+                for k in 0..4 {
+                    let v = gather(192 + 4 * k);
+                    s16[4 * k] = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v));
+                    s16[4 * k + 1] = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(v));
+                    s16[4 * k + 2] = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(v));
+                    s16[4 * k + 3] = _mm512_srai_epi32::<24>(v);
+                }
+                for (p, m) in mins.iter_mut().enumerate() {
+                    *m = or(
+                        and(s16[2 * p], c(0xFFFF)),
+                        _mm512_slli_epi32::<16>(s16[2 * p + 1]),
+                    );
+                }
+            }
+        }
+        for (t, v) in scales.iter().take(ns).enumerate() {
+            _mm512_storeu_si512(sc.add(t * ROWS) as *mut _, *v);
+        }
+        for (pi, m) in mins.iter().enumerate() {
+            let pair = match kind {
+                KSimd::Q6K => *m,
+                _ => or(*m, _mm512_slli_epi32::<16>(*m)),
+            };
+            _mm512_storeu_si512(mp.add(pi * ROWS) as *mut _, pair);
+        }
+        _mm512_storeu_ps(o.dw.as_mut_ptr().add(b * ROWS), d);
+        _mm512_storeu_ps(o.mw.as_mut_ptr().add(b * ROWS), dm);
+    }
 }
 
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
@@ -629,5 +984,120 @@ unsafe fn k_kernel<const L: usize>(
     }
     for k in 0..COLS {
         _mm512_storeu_ps(res[k].as_mut_ptr(), acc[k]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gathering unpacker lays out exactly what the scalar one does, for every legacy
+    /// format, any bytes (NaN scales included: compared as bits) and partial groups.
+    #[test]
+    fn simd_unpack_equals_scalar() {
+        if !super::super::super::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        };
+        for ty in [
+            Legacy::Q4_0,
+            Legacy::Q4_1,
+            Legacy::Q5_0,
+            Legacy::Q5_1,
+            Legacy::Q8_0,
+            Legacy::Iq4Nl,
+        ] {
+            for (nr, nb, pad) in [(16, 3, 0), (5, 2, 7), (1, 1, 0)] {
+                let wrow = nb * ty.block_bytes() + pad;
+                let w: Vec<u8> = (0..nr * wrow).map(|_| byte()).collect();
+                let run = |simd: bool| {
+                    let mut wq = vec![0u8; nb * 512];
+                    let mut st = vec![0i32; nb * ROWS];
+                    let mut dw = vec![0f32; nb * ROWS];
+                    let mut mw = vec![0f32; nb * ROWS];
+                    if simd {
+                        // SAFETY: AVX-512 checked above; the buffers have the sizes required.
+                        unsafe {
+                            legacy_unpack_simd(
+                                ty, nb, &w, wrow, nr, &mut wq, &mut st, &mut dw, &mut mw,
+                            )
+                        };
+                    } else {
+                        legacy_unpack(ty, nb, &w, wrow, nr, &mut wq, &mut st, &mut dw, &mut mw);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    (wq, st, bits(&dw), bits(&mw))
+                };
+                assert!(
+                    run(true) == run(false),
+                    "block {} nr {nr}",
+                    ty.block_bytes()
+                );
+            }
+        }
+    }
+
+    /// The gathering super-block unpacker equals the scalar one for Q4_K, Q5_K and Q6_K.
+    #[test]
+    fn simd_k_unpack_equals_scalar() {
+        if !super::super::super::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        };
+        for kind in [KSimd::Q4K, KSimd::Q5K, KSimd::Q6K] {
+            let (bs, unpack, l16): (usize, UnpackK, bool) = match kind {
+                KSimd::Q4K => (144, unpack_q4k, false),
+                KSimd::Q5K => (176, unpack_q5k, false),
+                KSimd::Q6K => (210, unpack_q6k, true),
+            };
+            for (nr, nb, pad) in [(16, 2, 0), (3, 1, 5), (1, 2, 0)] {
+                let wrow = nb * bs + pad;
+                let w: Vec<u8> = (0..nr * wrow).map(|_| byte()).collect();
+                let run = |simd: bool| {
+                    let mut wq = vec![0u8; nb * K_WQ];
+                    let mut sc = vec![0i32; nb * 16 * ROWS];
+                    let mut mp = vec![0i32; nb * 8 * ROWS];
+                    let mut dw = vec![0f32; nb * ROWS];
+                    let mut mw = vec![0f32; nb * ROWS];
+                    let ns = if l16 { 16 } else { 8 };
+                    let o = KOut {
+                        wq: &mut wq,
+                        sc: &mut sc[..nb * ns * ROWS],
+                        mp: &mut mp,
+                        dw: &mut dw,
+                        mw: &mut mw,
+                    };
+                    if simd {
+                        // SAFETY: AVX-512 checked above; the buffers have the sizes required.
+                        unsafe { k_unpack_simd(kind, nb, &w, wrow, nr, o) };
+                    } else if l16 {
+                        k_unpack::<16>(unpack, bs, nb, &w, wrow, nr, o);
+                    } else {
+                        k_unpack::<32>(unpack, bs, nb, &w, wrow, nr, o);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    (wq, sc, mp, bits(&dw), bits(&mw))
+                };
+                let (a, b) = (run(true), run(false));
+                assert!(a.0 == b.0, "{kind:?} nr {nr}: values");
+                assert!(a.1 == b.1, "{kind:?} nr {nr}: scales");
+                assert!(a.2 == b.2, "{kind:?} nr {nr}: min pairs");
+                assert!(a.3 == b.3 && a.4 == b.4, "{kind:?} nr {nr}: d, dm");
+            }
+        }
     }
 }
