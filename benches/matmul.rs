@@ -14,7 +14,7 @@ use strait::backend::cpu::matmul::{matmul, scratch_bytes};
 use strait::model::WeightView;
 use strait::quant::{self, GgmlType};
 
-const TYPES: [GgmlType; 12] = [
+const TYPES: [GgmlType; 14] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -27,6 +27,8 @@ const TYPES: [GgmlType; 12] = [
     GgmlType::Q6K,
     GgmlType::IQ4NL,
     GgmlType::IQ4XS,
+    GgmlType::F16,
+    GgmlType::BF16,
 ];
 const THREADS: [usize; 2] = [1, 2];
 

@@ -7,7 +7,7 @@ use strait::backend::cpu::matmul::{matmul, scratch_bytes};
 use strait::model::WeightView;
 use strait::quant::{self, GgmlType};
 
-const TYPES: [GgmlType; 13] = [
+const TYPES: [GgmlType; 15] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -21,6 +21,8 @@ const TYPES: [GgmlType; 13] = [
     GgmlType::IQ4NL,
     GgmlType::IQ4XS,
     GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
 ];
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -131,8 +133,13 @@ fn model_shapes() {
 fn batched_kernels_equal_vec_dot() {
     for ty in TYPES {
         let cols = 2 * ty.block_size().max(256);
-        for (rows, batch) in [(17, 32), (5, 37), (48, 64)] {
+        for (rows, batch) in [(17, 32), (5, 37), (48, 64), (3, 5), (16, 9)] {
             check_within(ty, rows, cols, batch, rows as u64 ^ 7, 2e-6);
+        }
+        if ty.block_size() == 1 {
+            // A partial last chunk, and an odd length the float kernel leaves to vec_dot.
+            check_within(ty, 20, 300, 12, 5, 2e-6);
+            check_within(ty, 20, 301, 12, 6, 2e-6);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! advances 16 rows; the unpacking is shared by every vector of the batch, and each activation
 //! word by 16 rows.
 //!
-//! Two families:
+//! Three families:
 //! - blocks of 32 with one scale (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) against Q8_0/Q8_1:
 //!   weights are the signed values, activations are offset by 128 to be unsigned (`prepare`
 //!   does it once per matmul) and `-128 * sum(w)` per row and block starts the integer sum, so
@@ -12,7 +12,9 @@
 //! - super-blocks of 256 with integer sub-block scales (Q2_K..Q6_K, IQ4_XS) against Q8_K:
 //!   weights unsigned (`q + 32` for Q6_K, ...), each sub-block sum times its scale summed in
 //!   32 bits, and the mins (or the offsets times the scales) against Q8_K's 16-value sums with
-//!   `vpdpwssd`, as ggml's dot products do; two floats per super-block.
+//!   `vpdpwssd`, as ggml's dot products do; two floats per super-block;
+//! - F16, BF16 and F32, converted to f32 16 rows per register, against f32 activations with
+//!   `vfmadd` (the products of F16/BF16 values are exact in f32).
 //!
 //! The integer sums are those of the scalar dot products; only the float summation order
 //! differs.
@@ -33,6 +35,7 @@ pub const ROWS: usize = 16;
 // one thread (`benches/matmul.rs`).
 const LEGACY_MIN_BATCH: usize = 4;
 const K_MIN_BATCH: usize = 8;
+const FLOAT_MIN_BATCH: usize = 16;
 const COLS: usize = 4;
 
 /// `put(c, &out)`: `out[r] = dot(w row r, a row c)` for `r < nr`, every `c < nc`; rows are
@@ -61,6 +64,8 @@ pub type PrepareFn = fn(cols: usize, xq: &[u8], dst: &mut [u8]) -> bool;
 pub struct Gemm {
     pub run: GemmFn,
     pub prepare: Option<PrepareFn>,
+    /// Bytes of one prepared activation row of so many values.
+    prep_bytes: fn(usize) -> usize,
     /// The smallest batch for which unpacking a group once beats one `vec_dot` per output.
     pub min_batch: usize,
 }
@@ -69,7 +74,7 @@ impl Gemm {
     /// Bytes of one prepared activation row of `cols` values (0 without `prepare`).
     pub fn prepared_bytes(&self, cols: usize) -> usize {
         match self.prepare {
-            Some(_) => cols / 32 * PREP_BLOCK,
+            Some(_) => (self.prep_bytes)(cols),
             None => 0,
         }
     }
@@ -85,12 +90,20 @@ pub fn gemm(ty: GgmlType) -> Option<Gemm> {
     let legacy = |run: GemmFn| Gemm {
         run,
         prepare: Some(prepare),
+        prep_bytes: |cols| cols / 32 * PREP_BLOCK,
         min_batch: LEGACY_MIN_BATCH,
     };
     let k = |run: GemmFn, min_batch: usize| Gemm {
         run,
         prepare: None,
+        prep_bytes: |_| 0,
         min_batch,
+    };
+    let float = |run: GemmFn, prepare: PrepareFn| Gemm {
+        run,
+        prepare: Some(prepare),
+        prep_bytes: |cols| cols * 4,
+        min_batch: FLOAT_MIN_BATCH,
     };
     // Non-capturing closures, so that each is a plain `fn` of the kernel for one format.
     Some(match ty {
@@ -208,6 +221,25 @@ pub fn gemm(ty: GgmlType) -> Option<Gemm> {
             },
             K_MIN_BATCH,
         ),
+        GgmlType::F16 => float(
+            |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::F16, c, w, wr, nr, a, ar, nc, p),
+            |cols, x, dst| prepare_float(Float::F16, cols, x, dst),
+        ),
+        // BF16 pairs straight into `vdpbf16ps`, as the BF16 dot product does where it can.
+        GgmlType::BF16 if is_x86_feature_detected!("avx512bf16") => Gemm {
+            run: bf16_gemm,
+            prepare: None,
+            prep_bytes: |_| 0,
+            min_batch: FLOAT_MIN_BATCH,
+        },
+        GgmlType::BF16 => float(
+            |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::BF16, c, w, wr, nr, a, ar, nc, p),
+            |cols, x, dst| prepare_float(Float::BF16, cols, x, dst),
+        ),
+        GgmlType::F32 => float(
+            |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::F32, c, w, wr, nr, a, ar, nc, p),
+            |cols, x, dst| prepare_float(Float::F32, cols, x, dst),
+        ),
         _ => return None,
     })
 }
@@ -220,6 +252,8 @@ fn f16(p: &[u8]) -> f32 {
 /// allocates nothing once its first call has run.
 #[derive(Default)]
 struct Scratch {
+    wf: Vec<f32>,
+    acc: Vec<f32>,
     wq: Vec<u8>,
     wi: Vec<i32>,
     wm: Vec<i32>,
@@ -1129,6 +1163,263 @@ unsafe fn k_kernel<const L: usize>(
     }
     for k in 0..COLS {
         _mm512_storeu_ps(res[k].as_mut_ptr(), acc[k]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// F16, BF16 and F32 against f32 activations.
+
+#[derive(Clone, Copy)]
+enum Float {
+    F16,
+    BF16,
+    F32,
+}
+
+impl Float {
+    fn bytes(self) -> usize {
+        match self {
+            Float::F16 | Float::BF16 => 2,
+            Float::F32 => 4,
+        }
+    }
+
+    fn value(self, b: &[u8]) -> f32 {
+        match self {
+            Float::F16 => f16(b),
+            Float::BF16 => f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16),
+            Float::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        }
+    }
+}
+
+/// An activation row of the dot type (F16, BF16 or F32) as f32 little-endian bytes. The dot
+/// type's values are exact in f32, so the products are those of the scalar dot product.
+fn prepare_float(ty: Float, cols: usize, xq: &[u8], dst: &mut [u8]) -> bool {
+    if xq.len() != cols * ty.bytes() || dst.len() < cols * 4 {
+        return false;
+    }
+    for (x, out) in xq.chunks_exact(ty.bytes()).zip(dst.chunks_exact_mut(4)) {
+        out.copy_from_slice(&ty.value(x).to_le_bytes());
+    }
+    true
+}
+
+/// Values of a row per unpacked chunk: 16 KiB of f32 for 16 rows, kept in L1.
+const KC: usize = 256;
+const FCOLS: usize = 8;
+
+#[allow(clippy::too_many_arguments)]
+fn float_gemm(
+    ty: Float,
+    cols: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    a: &[u8],
+    arow: usize,
+    nc: usize,
+    put: &mut dyn FnMut(usize, &[f32]),
+) -> bool {
+    let vb = ty.bytes();
+    // Pairs of 2-byte values are gathered as one word: an even row length keeps the last
+    // word inside the row.
+    if cols == 0 || nr == 0 || nc == 0 || nr > ROWS || (vb == 2 && !cols.is_multiple_of(2)) {
+        return false;
+    }
+    if wrow < cols * vb
+        || arow < cols * 4
+        || w.len() < (nr - 1) * wrow + cols * vb
+        || a.len() < (nc - 1) * arow + cols * 4
+        || ROWS * wrow >= i32::MAX as usize
+    {
+        return false;
+    }
+    SCRATCH.with(|scratch| {
+        let s = &mut *scratch.borrow_mut();
+        let wf = prefix(&mut s.wf, KC * ROWS);
+        let acc = prefix(&mut s.acc, nc * ROWS);
+        acc.fill(0.0);
+        for k0 in (0..cols).step_by(KC) {
+            let kc = (cols - k0).min(KC);
+            // SAFETY: the CPU runs these instructions (see `gemm`); `w` holds `nr` rows of
+            // `cols` values (checked above), `wf` KC * 16 floats.
+            unsafe { float_unpack(ty, k0, kc, w, wrow, nr, wf) };
+            for c0 in (0..nc).step_by(FCOLS) {
+                let n = (nc - c0).min(FCOLS);
+                let mut part = [[0f32; ROWS]; FCOLS];
+                for (k, p) in part.iter_mut().enumerate().take(n) {
+                    p.copy_from_slice(&acc[(c0 + k) * ROWS..][..ROWS]);
+                }
+                let ya: [&[u8]; FCOLS] =
+                    std::array::from_fn(|k| &a[(c0 + k.min(n - 1)) * arow + k0 * 4..][..kc * 4]);
+                // SAFETY: as above; every activation slice holds `kc` floats.
+                unsafe { float_kernel(kc, wf, ya, &mut part) };
+                for (k, p) in part.iter().enumerate().take(n) {
+                    acc[(c0 + k) * ROWS..][..ROWS].copy_from_slice(p);
+                }
+            }
+        }
+        for c in 0..nc {
+            put(c, &acc[c * ROWS..][..nr]);
+        }
+    });
+    true
+}
+
+/// Values `k0..k0 + kc` of 16 rows (past `nr`, the last again) as f32, 16 rows per value.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and F16C; `w` must hold `nr` rows `wrow` bytes apart of at
+/// least `k0 + kc` values (an even count for 2-byte types), `wrow * 16` must fit an i32, and
+/// `wf` must hold `kc * 16` floats.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn float_unpack(
+    ty: Float,
+    k0: usize,
+    kc: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    wf: &mut [f32],
+) {
+    let rows: [i32; ROWS] = std::array::from_fn(|j| (j.min(nr - 1) * wrow) as i32);
+    let idx = _mm512_loadu_si512(rows.as_ptr() as *const _);
+    let out = wf.as_mut_ptr();
+    let p = w.as_ptr();
+    let gather = |off: usize| _mm512_i32gather_epi32::<1>(idx, p.add(off) as *const _);
+    match ty {
+        Float::F32 => {
+            for k in 0..kc {
+                let v = _mm512_castsi512_ps(gather(4 * (k0 + k)));
+                _mm512_storeu_ps(out.add(k * ROWS), v);
+            }
+        }
+        Float::F16 | Float::BF16 => {
+            // k0 and the chunk length are even but for the row's last chunk, whose length is
+            // even because the row's is.
+            for k in (0..kc).step_by(2) {
+                let g = gather(2 * (k0 + k));
+                let (lo, hi) = if let Float::F16 = ty {
+                    (
+                        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g)),
+                        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(g))),
+                    )
+                } else {
+                    (
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(g)),
+                        _mm512_castsi512_ps(_mm512_and_si512(g, _mm512_set1_epi32(-65536))),
+                    )
+                };
+                _mm512_storeu_ps(out.add(k * ROWS), lo);
+                _mm512_storeu_ps(out.add((k + 1) * ROWS), hi);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn float_kernel(kc: usize, wf: &[f32], ya: [&[u8]; FCOLS], part: &mut [[f32; ROWS]; FCOLS]) {
+    let mut acc: [__m512; FCOLS] = std::array::from_fn(|c| _mm512_loadu_ps(part[c].as_ptr()));
+    let pw = wf.as_ptr();
+    for k in 0..kc {
+        let wv = _mm512_loadu_ps(pw.add(k * ROWS));
+        for c in 0..FCOLS {
+            let y = (ya[c].as_ptr().add(4 * k) as *const f32).read_unaligned();
+            acc[c] = _mm512_fmadd_ps(wv, _mm512_set1_ps(y), acc[c]);
+        }
+    }
+    for c in 0..FCOLS {
+        _mm512_storeu_ps(part[c].as_mut_ptr(), acc[c]);
+    }
+}
+
+/// BF16 weights against BF16 activations with `vdpbf16ps`: a gathered word is a pair of values
+/// of one row, a broadcast word the same pair of an activation row. Like the BF16 dot product on
+/// this path, subnormal inputs and products count as zero.
+#[allow(clippy::too_many_arguments)]
+fn bf16_gemm(
+    cols: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    a: &[u8],
+    arow: usize,
+    nc: usize,
+    put: &mut dyn FnMut(usize, &[f32]),
+) -> bool {
+    if cols == 0 || !cols.is_multiple_of(2) || nr == 0 || nc == 0 || nr > ROWS {
+        return false;
+    }
+    if wrow < cols * 2
+        || arow < cols * 2
+        || w.len() < (nr - 1) * wrow + cols * 2
+        || a.len() < (nc - 1) * arow + cols * 2
+        || ROWS * wrow >= i32::MAX as usize
+    {
+        return false;
+    }
+    SCRATCH.with(|scratch| {
+        let s = &mut *scratch.borrow_mut();
+        let wp = prefix(&mut s.wi, KC / 2 * ROWS);
+        let acc = prefix(&mut s.acc, nc * ROWS);
+        acc.fill(0.0);
+        for k0 in (0..cols).step_by(KC) {
+            let kc = (cols - k0).min(KC);
+            // SAFETY: `gemm` hands this kernel out only when the CPU has AVX-512 BF16; `w`
+            // holds `nr` rows of `cols` (even) values, checked above; `wp` KC / 2 * 16 words.
+            unsafe { bf16_unpack(k0, kc, w, wrow, nr, wp) };
+            for c0 in (0..nc).step_by(FCOLS) {
+                let n = (nc - c0).min(FCOLS);
+                let mut part = [[0f32; ROWS]; FCOLS];
+                for (k, p) in part.iter_mut().enumerate().take(n) {
+                    p.copy_from_slice(&acc[(c0 + k) * ROWS..][..ROWS]);
+                }
+                let ya: [&[u8]; FCOLS] =
+                    std::array::from_fn(|k| &a[(c0 + k.min(n - 1)) * arow + k0 * 2..][..kc * 2]);
+                // SAFETY: as above; every activation slice holds `kc` values.
+                unsafe { bf16_kernel(kc, wp, ya, &mut part) };
+                for (k, p) in part.iter().enumerate().take(n) {
+                    acc[(c0 + k) * ROWS..][..ROWS].copy_from_slice(p);
+                }
+            }
+        }
+        for c in 0..nc {
+            put(c, &acc[c * ROWS..][..nr]);
+        }
+    });
+    true
+}
+
+/// Pairs `k0..k0 + kc` of 16 rows (past `nr`, the last again), one word per row and pair.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/BF16; `w` must hold `nr` rows `wrow` bytes apart of at least
+/// `k0 + kc` values, `kc` even, `wrow * 16` fitting an i32, and `wp` `kc / 2 * 16` words.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn bf16_unpack(k0: usize, kc: usize, w: &[u8], wrow: usize, nr: usize, wp: &mut [i32]) {
+    let rows: [i32; ROWS] = std::array::from_fn(|j| (j.min(nr - 1) * wrow) as i32);
+    let idx = _mm512_loadu_si512(rows.as_ptr() as *const _);
+    for k in 0..kc / 2 {
+        let g = _mm512_i32gather_epi32::<1>(idx, w.as_ptr().add(2 * (k0 + 2 * k)) as *const _);
+        _mm512_storeu_si512(wp.as_mut_ptr().add(k * ROWS) as *mut _, g);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn bf16_kernel(kc: usize, wp: &[i32], ya: [&[u8]; FCOLS], part: &mut [[f32; ROWS]; FCOLS]) {
+    let mut acc: [__m512; FCOLS] = std::array::from_fn(|c| _mm512_loadu_ps(part[c].as_ptr()));
+    for k in 0..kc / 2 {
+        let wv: __m512bh =
+            std::mem::transmute(_mm512_loadu_si512(wp.as_ptr().add(k * ROWS) as *const _));
+        for c in 0..FCOLS {
+            let y = (ya[c].as_ptr().add(4 * k) as *const i32).read_unaligned();
+            let yv: __m512bh = std::mem::transmute(_mm512_set1_epi32(y));
+            acc[c] = _mm512_dpbf16_ps(acc[c], wv, yv);
+        }
+    }
+    for c in 0..FCOLS {
+        _mm512_storeu_ps(part[c].as_mut_ptr(), acc[c]);
     }
 }
 
