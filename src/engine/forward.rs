@@ -18,12 +18,19 @@ use rayon::prelude::*;
 /// output). Both phases share one arena, and inside a phase a buffer takes the place of one
 /// that is no longer read (see [`AttnLayout`] and [`FfnLayout`]), so the batch costs
 /// `n_batch` rows of the wider phase instead of the sum of every buffer.
+///
+/// A layer takes at most [`LAYER_ROWS`] tokens at a time: a larger batch goes through each
+/// layer in even parts (every token is computed exactly as in one part: each row of a matmul,
+/// each query of attention is independent of the others, and a part writes its keys and values
+/// before its queries read them), so the arena holds `min(n_batch, LAYER_ROWS)` rows.
 pub struct State {
     pub n_batch: usize,
+    /// Tokens a layer processes at a time: the rows of the arena.
+    pub n_part: usize,
     /// Rows of logits a batch may produce.
     pub n_out: usize,
     pub x: Vec<f32>, // (n_batch, dim) the residual stream
-    /// (n_batch, the wider of the two phases) per-layer scratch, free between layers.
+    /// (n_part, the wider of the two phases) per-layer scratch, free between layers.
     pub(crate) arena: Vec<f32>,
     pub rope_cs: Vec<f32>, // (n_rot) cos/sin pairs of one position
     pub scores: Vec<f32>,  // (n_head, n_ctx) attention weights of one query
@@ -34,6 +41,11 @@ pub struct State {
     pub out_x: Vec<f32>,   // (n_out, dim) normed rows that produce logits
     pub logits: Vec<f32>,  // (n_out, n_vocab)
 }
+
+/// The most tokens a layer processes at a time. Each part is one more pass over the layer's
+/// weights, which stay in cache between parts; the batched matmul kernels repack their
+/// weights per pass, so parts much smaller than this cost prefill speed.
+pub const LAYER_ROWS: usize = 256;
 
 /// Widths (values per token) of the attention phase's slots, in arena order:
 /// `a` holds the normed input, later the token-major attention output; `b` holds q, later the
@@ -109,6 +121,7 @@ impl State {
         kv: &KvCache,
         mats: &[WeightView],
     ) -> Result<State> {
+        let n_part = n_batch.min(LAYER_ROWS);
         let q_dot_ty = kv_dot_type(kv.ty)?;
         let q_dot = q_dot_ty.row_bytes(c.head_dim_k as u64).ok_or_else(|| {
             Error::Unsupported(format!(
@@ -118,11 +131,12 @@ impl State {
         })? as usize;
         let act = mats
             .iter()
-            .map(|w| matmul::scratch_bytes(w, n_batch.max(n_out)))
+            .map(|w| matmul::scratch_bytes(w, n_part.max(n_out)))
             .max()
             .unwrap_or(0);
         let width = State::arena_width(c);
-        let bytes = n_batch as u64 * (c.dim + width) as u64 * 4
+        let bytes = n_batch as u64 * c.dim as u64 * 4
+            + n_part as u64 * width as u64 * 4
             + n_out as u64 * (c.dim + c.n_vocab) as u64 * 4
             + c.n_head as u64 * kv.n_ctx as u64 * 4
             + act as u64;
@@ -138,9 +152,10 @@ impl State {
         let scores = super::kv::zeroed::<f32>(c.n_head * kv.n_ctx, "attention scores")?;
         Ok(State {
             n_batch,
+            n_part,
             n_out,
             x: z(n_batch * c.dim),
-            arena: z(n_batch * width),
+            arena: z(n_part * width),
             rope_cs: z(c.n_rot),
             scores,
             q_dot: vec![0u8; c.n_head * q_dot],
@@ -213,6 +228,32 @@ pub fn forward_layer(
             st.n_batch
         )));
     }
+    // Even parts, so that no part is much smaller than the others.
+    let parts = n.div_ceil(st.n_part.max(1));
+    let size = n.div_ceil(parts.max(1));
+    let mut r0 = 0;
+    while r0 < n {
+        let r1 = (r0 + size).min(n);
+        layer_part(il, w, st, kv, c, r0, r1 - r0, pos0, rope_factors)?;
+        r0 = r1;
+    }
+    Ok(())
+}
+
+/// [`forward_layer`] for the `n` tokens from row `r0` of `st.x`, at positions `pos0 + r0..`.
+#[allow(clippy::too_many_arguments)]
+fn layer_part(
+    il: usize,
+    w: &LayerWeights,
+    st: &mut State,
+    kv: &mut KvCache,
+    c: &Config,
+    r0: usize,
+    n: usize,
+    pos0: usize,
+    rope_factors: Option<&[f32]>,
+) -> Result<()> {
+    let pos0 = pos0 + r0;
     let (dim, qd, kd, vd) = (c.dim, c.q_dim(), c.k_dim(), c.v_dim());
     let ad = c.n_head * c.head_dim_v;
     let eps = c.norm_eps;
@@ -223,7 +264,8 @@ pub fn forward_layer(
 
     // attention rmsnorm
     let xb = &mut a[..n * dim];
-    cpu::rms_norm(xb, &st.x[..n * dim], w.attn_norm, eps);
+    let x = &mut st.x[r0 * dim..(r0 + n) * dim];
+    cpu::rms_norm(xb, x, w.attn_norm, eps);
 
     // qkv projections
     let (q, k, v) = (&mut b[..n * qd], &mut k[..n * kd], &mut v[..n * vd]);
@@ -283,7 +325,7 @@ pub fn forward_layer(
         cpu::rms_norm_inplace(xb2, pn, eps);
     }
     // residual
-    cpu::add(&mut st.x[..n * dim], xb2);
+    cpu::add(x, xb2);
 
     // Feed-forward phase, in the same arena: normed input, gate, up (then projected output).
     let f = c.n_ff;
@@ -291,7 +333,7 @@ pub fn forward_layer(
     let [xb, gate, up] = split(&mut st.arena, n, [l.xb, l.gate, l.up]);
 
     // ffn rmsnorm
-    cpu::rms_norm(xb, &st.x[..n * dim], w.ffn_norm, eps);
+    cpu::rms_norm(xb, x, w.ffn_norm, eps);
 
     // gated feed-forward: down(act(gate(x)) * up(x))
     let (gate, up_f) = (&mut gate[..n * f], &mut up[..n * f]);
@@ -308,7 +350,7 @@ pub fn forward_layer(
         cpu::rms_norm_inplace(xb2, pn, eps);
     }
     // residual
-    cpu::add(&mut st.x[..n * dim], xb2);
+    cpu::add(x, xb2);
     Ok(())
 }
 
