@@ -126,7 +126,7 @@ fn batch(c: &mut Criterion) {
             rows,
             data: &ws[0],
         };
-        for bsz in [1usize, 8, 32, 128, 512] {
+        for bsz in [1usize, 4, 8, 16, 32, 128, 512] {
             let x = values(bsz * cols, 3);
             let mut out = vec![0f32; bsz * rows];
             let mut scratch = vec![0u8; scratch_bytes(&view, bsz)];

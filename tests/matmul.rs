@@ -7,14 +7,19 @@ use strait::backend::cpu::matmul::{matmul, scratch_bytes};
 use strait::model::WeightView;
 use strait::quant::{self, GgmlType};
 
-const TYPES: [GgmlType; 8] = [
+const TYPES: [GgmlType; 13] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::IQ4NL,
+    GgmlType::IQ4XS,
     GgmlType::F16,
 ];
 
@@ -33,6 +38,11 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn check(ty: GgmlType, rows: usize, cols: usize, batch: usize, seed: u64) {
+    check_within(ty, rows, cols, batch, seed, 1e-3);
+}
+
+/// Every output within `tol` of the sum of |w·x| of the scalar `vec_dot`.
+fn check_within(ty: GgmlType, rows: usize, cols: usize, batch: usize, seed: u64, tol: f32) {
     let k = quant::scalar(ty).unwrap();
     let wrow = ty.row_bytes(cols as u64).unwrap() as usize;
     let w = values(rows * cols, seed);
@@ -67,7 +77,7 @@ fn check(ty: GgmlType, rows: usize, cols: usize, batch: usize, seed: u64) {
                 .sum();
             let got = out[b * rows + r];
             assert!(
-                (got - want).abs() <= 1e-3 * mag + 1e-4,
+                (got - want).abs() <= tol * mag + 1e-4,
                 "{ty} {rows}x{cols} batch {batch}: out[{b}][{r}] = {got}, scalar {want}"
             );
         }
@@ -112,6 +122,18 @@ fn model_shapes() {
         check(ty, 576, 1536, 3, 1);
         check(ty, 1024, 512, 1, 2);
         check(ty, 576, 1536, 37, 3);
+    }
+}
+
+/// The batched kernels compute the integer block sums of the scalar dot products and differ
+/// only in the float summation order: far closer than the dot tolerance, for every format.
+#[test]
+fn batched_kernels_equal_vec_dot() {
+    for ty in TYPES {
+        let cols = 2 * ty.block_size().max(256);
+        for (rows, batch) in [(17, 32), (5, 37), (48, 64)] {
+            check_within(ty, rows, cols, batch, rows as u64 ^ 7, 2e-6);
+        }
     }
 }
 

@@ -468,9 +468,7 @@ fn attention(
                 let qh = &q[t * qd + h * hk..t * qd + (h + 1) * hk];
                 if v_f16 {
                     // Q meets an F16 K as F16 (ggml converts src1 to the dot type).
-                    for (a, &b) in q_h.iter_mut().zip(qh) {
-                        *a = f16::from_f32(b).to_f32();
-                    }
+                    fast::round_f16(q_h, qh);
                 } else {
                     to_dot(qh, q_dot, None);
                 }

@@ -49,6 +49,32 @@ pub fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
     }
 }
 
+/// `dst[i] = src[i]` rounded to F16 and back (as ggml converts a query to a F16 K's type).
+pub fn round_f16(dst: &mut [f32], src: &[f32]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: has_avx2() checked that the CPU supports AVX2, FMA and F16C.
+        done = unsafe { x86::round_f16(dst, src) };
+    }
+    for (d, &s) in dst[done..].iter_mut().zip(&src[done..]) {
+        *d = half::f16::from_f32(s).to_f32();
+    }
+}
+
+/// The first `n` (a multiple of 8) of `gate[i] = gelu(gate[i]) * up[i]` with ggml's F16 table
+/// (`table` holds 65537 entries), where the CPU has AVX2; the caller does the rest.
+pub fn geglu_table(gate: &mut [f32], up: &[f32], table: &[half::f16]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && table.len() > u16::MAX as usize + 1 {
+        // SAFETY: has_avx2() checked the CPU; the table covers every 4-byte read at an f16
+        // index (checked just above).
+        return unsafe { x86::geglu_table(gate, up, table) };
+    }
+    let _ = (gate, up, table);
+    0
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -94,6 +120,48 @@ mod x86 {
             i += 1;
         }
     }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn round_f16(dst: &mut [f32], src: &[f32]) -> usize {
+        let n = (dst.len().min(src.len()) / 8) * 8;
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n, inside both slices.
+            let x = _mm256_loadu_ps(src.as_ptr().add(i));
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+        n
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn geglu_table(gate: &mut [f32], up: &[f32], table: &[half::f16]) -> usize {
+        let n = (gate.len().min(up.len()) / 8) * 8;
+        let base = table.as_ptr() as *const i32;
+        // The low two bytes of each dword, packed into the low 8 bytes of each 128-bit lane,
+        // then the two lanes' halves side by side.
+        let pick = _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1,
+            -1, -1, -1, -1, -1, -1, -1,
+        );
+        let join = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+        let lo = _mm256_set1_ps(-10.0);
+        let hi = _mm256_set1_ps(10.0);
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n, inside both slices; every gathered index is an f16 bit
+            // pattern, and the table has one entry past the largest.
+            let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+            let idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+            let words = _mm256_i32gather_epi32::<2>(base, idx);
+            let packed = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(words, pick), join);
+            let t = _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+            // x <= -10: 0; x >= 10: x; else the table.
+            let y = _mm256_blendv_ps(t, x, _mm256_cmp_ps::<_CMP_GE_OQ>(x, hi));
+            let y = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(x, lo), y);
+            let u = _mm256_loadu_ps(up.as_ptr().add(i));
+            _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(y, u));
+        }
+        n
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +198,16 @@ mod tests {
         for i in 0..72 {
             let v = half::f16::from_le_bytes([k[2 * i], k[2 * i + 1]]).to_f32();
             assert!((out[i] - (q[i] + 0.5 * v)).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn f16_rounding_equals_the_scalar_conversion() {
+        let src = random(1003, 9);
+        let mut dst = vec![0f32; src.len()];
+        round_f16(&mut dst, &src);
+        for (d, s) in dst.iter().zip(&src) {
+            assert_eq!(d.to_bits(), half::f16::from_f32(*s).to_f32().to_bits());
         }
     }
 }

@@ -6,8 +6,8 @@
 //! chosen at start-up (`quant::best`). Rows are split over the rayon threads in a few chunks
 //! per thread; within a chunk, a tile of rows small enough for L1 meets every activation vector
 //! before the next tile is read, so that a batch reads each weight from memory once. For a
-//! large batch on the avx512 path, Q8_0 and Q4_1 rows go 16 at a time through a kernel that
-//! unpacks them once for all vectors (`avx512::gemm`). A matrix
+//! large batch on the avx512 path, rows go 16 at a time through a kernel that unpacks them once
+//! for all vectors (`avx512::gemm`: the legacy formats, the K-quants and IQ4_NL/XS). A matrix
 //! too small to pay for waking the other threads runs on the calling thread.
 
 use crate::error::{Error, Result};
@@ -15,12 +15,14 @@ use crate::model::WeightView;
 use crate::quant::{self, GgmlType, VecDotFn};
 use rayon::prelude::*;
 
-/// Bytes of the quantized activations `matmul` needs for `batch` vectors of `w`'s input width.
+/// Bytes of the quantized activations `matmul` needs for `batch` vectors of `w`'s input width
+/// (and of their copy in the batched kernel's form, where it has one).
 pub fn scratch_bytes(w: &WeightView, batch: usize) -> usize {
     let dot = quant::best(w.ty)
         .map(|k| k.dot_type)
         .unwrap_or(GgmlType::F32);
-    dot.row_bytes(w.cols as u64).unwrap_or(0) as usize * batch
+    let act = dot.row_bytes(w.cols as u64).unwrap_or(0) as usize * batch;
+    act + batched(w.ty, batch).map_or(0, |g| g.prepared_bytes(w.cols) * batch)
 }
 
 /// A raw pointer to the output that tasks write at disjoint indices.
@@ -79,7 +81,7 @@ pub fn matmul(
     }
 
     // Quantize the activations once.
-    let act = &mut scratch[..batch * xrow];
+    let (act, prep) = scratch.split_at_mut(batch * xrow);
     if batch == 1 {
         quantize(&x[..w.cols], act, None);
     } else {
@@ -89,21 +91,39 @@ pub fn matmul(
     }
     let act = &*act;
 
+    // A large batch goes through the batched kernel, with the activations in its form.
+    let mut gemm = batched(w.ty, batch);
+    let mut kernel_act = (act, xrow);
+    if let Some(g) = gemm {
+        if let Some(prepare) = g.prepare {
+            let prow = g.prepared_bytes(w.cols);
+            let n = (batch * prow).min(prep.len());
+            let prep = &mut prep[..n];
+            let ok = prep.len() == batch * prow
+                && prep
+                    .par_chunks_mut(prow)
+                    .zip(act.par_chunks(xrow))
+                    .all(|(dst, src)| prepare(w.cols, src, dst));
+            if ok {
+                kernel_act = (&*prep, prow);
+            } else {
+                gemm = None;
+            }
+        }
+    }
+
     // Rows per L1 tile: about 8 KiB of weights.
     let tile = (8192 / wrow.max(1)).clamp(1, 64);
-    let tiled = if batch >= GEMM_BATCH {
-        tile_kernel(w.ty)
-    } else {
-        None
-    };
     let run = |r0: usize, r1: usize, outp: OutPtr| {
+        if let Some(g) = gemm {
+            run_tiled(
+                g.run, vec_dot, w, wrow, act, xrow, kernel_act, batch, r0, r1, outp,
+            );
+            return;
+        }
         let mut t0 = r0;
         while t0 < r1 {
             let t1 = (t0 + tile).min(r1);
-            if let Some(f) = tiled {
-                run_tiled(f, vec_dot, w, wrow, act, xrow, batch, t0, r1, outp);
-                return;
-            }
             rows_by_dot(vec_dot, w, wrow, act, xrow, batch, t0, t1, outp);
             t0 = t1;
         }
@@ -116,7 +136,11 @@ pub fn matmul(
         run(0, w.rows, outp);
         return Ok(());
     }
-    let chunk = w.rows.div_ceil(n_threads * 4).max(tile.min(w.rows));
+    let mut chunk = w.rows.div_ceil(n_threads * 4).max(tile.min(w.rows));
+    if gemm.is_some() {
+        // Whole groups of rows: a partial one costs as much as a full one.
+        chunk = chunk.next_multiple_of(ROWS);
+    }
     let n_chunks = w.rows.div_ceil(chunk);
     (0..n_chunks).into_par_iter().for_each(|c| {
         let r0 = c * chunk;
@@ -126,17 +150,33 @@ pub fn matmul(
 }
 
 #[cfg(target_arch = "x86_64")]
-use crate::quant::arch::x86_64::avx512::gemm::{GemmFn, ROWS};
+use crate::quant::arch::x86_64::avx512::gemm::{Gemm, GemmFn, ROWS};
 
-/// The batched kernel of `ty`, where this build and CPU have one.
+/// The batched kernel of `ty` for a batch of `batch`, where this build and CPU have one.
 #[cfg(target_arch = "x86_64")]
-fn tile_kernel(ty: GgmlType) -> Option<GemmFn> {
-    crate::quant::arch::x86_64::avx512::gemm::gemm(ty)
+fn batched(ty: GgmlType, batch: usize) -> Option<Gemm> {
+    crate::quant::arch::x86_64::avx512::gemm::gemm(ty).filter(|g| batch >= g.min_batch.max(2))
+}
+
+/// No batched kernels off x86-64: every row by `vec_dot`.
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Clone, Copy)]
+struct Gemm {
+    run: GemmFn,
+    prepare: Option<fn(usize, &[u8], &mut [u8]) -> bool>,
+}
+#[cfg(not(target_arch = "x86_64"))]
+impl Gemm {
+    fn prepared_bytes(&self, _: usize) -> usize {
+        0
+    }
 }
 #[cfg(not(target_arch = "x86_64"))]
 type GemmFn = fn();
 #[cfg(not(target_arch = "x86_64"))]
-fn tile_kernel(_: GgmlType) -> Option<GemmFn> {
+const ROWS: usize = 16;
+#[cfg(not(target_arch = "x86_64"))]
+fn batched(_: GgmlType, _: usize) -> Option<Gemm> {
     None
 }
 
@@ -175,6 +215,7 @@ fn run_tiled(
     wrow: usize,
     act: &[u8],
     xrow: usize,
+    (ka, krow): (&[u8], usize),
     batch: usize,
     t0: usize,
     t1: usize,
@@ -182,11 +223,16 @@ fn run_tiled(
 ) {
     for r0 in (t0..t1).step_by(ROWS) {
         let nr = (t1 - r0).min(ROWS);
-        let mut put = |r: usize, c: usize, v: f32| {
-            if r < nr && c < batch {
-                // SAFETY: c < batch and r0 + r < t1 <= w.rows, so the index is inside `out`
-                // (checked by `matmul`); these rows belong to this task alone.
-                unsafe { *outp.0.add(c * w.rows + r0 + r) = v };
+        let mut put = |c: usize, v: &[f32]| {
+            if c < batch && v.len() <= nr {
+                // SAFETY: c < batch and r0 + v.len() <= r0 + nr <= t1 <= w.rows, so the
+                // range is inside `out` (checked by `matmul`); these rows belong to this task
+                // alone.
+                let dst = unsafe { outp.0.add(c * w.rows + r0) };
+                for (k, &x) in v.iter().enumerate() {
+                    // SAFETY: k < v.len(), inside the range above.
+                    unsafe { *dst.add(k) = x };
+                }
             }
         };
         let done = f(
@@ -194,8 +240,8 @@ fn run_tiled(
             &w.data[r0 * wrow..(r0 + nr) * wrow],
             wrow,
             nr,
-            act,
-            xrow,
+            ka,
+            krow,
             batch,
             &mut put,
         );
@@ -204,7 +250,7 @@ fn run_tiled(
         }
     }
 }
-/// No batched kernels off x86-64 (`tile_kernel` never returns one): every row by `vec_dot`.
+/// No batched kernels off x86-64 (`batched` never returns one): every row by `vec_dot`.
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 fn run_tiled(
@@ -214,6 +260,7 @@ fn run_tiled(
     wrow: usize,
     act: &[u8],
     xrow: usize,
+    _: (&[u8], usize),
     batch: usize,
     t0: usize,
     t1: usize,
@@ -221,10 +268,6 @@ fn run_tiled(
 ) {
     rows_by_dot(vec_dot, w, wrow, act, xrow, batch, t0, t1, outp);
 }
-
-/// Batches from which unpacking a group of rows once for all vectors pays (Q4_1 at 576x1536:
-/// half the speed of one `vec_dot` per output at 8 vectors, twice it at 128).
-const GEMM_BATCH: usize = 32;
 
 /// Work (weight bytes x batch) under which `matmul` stays on the calling thread.
 const SERIAL_BYTES: usize = 32 * 1024;

@@ -1,123 +1,197 @@
-//! Batched dot products of Q8_0 and Q4_1 weights: 16 weight rows in the 16 lanes of a register,
-//! 4 activation vectors per step. A group of 16 rows is unpacked once into unsigned bytes,
-//! interleaved four bytes per row (as ggml's repacked `gemm` kernels), so one `vpdpbusd` with
-//! a broadcast activation word advances 16 rows; the unpacking is shared by every vector of
-//! the batch, and each activation word by 16 rows. The integer block sums are those of
-//! `legacy::dot_pairs` (weights `u - 128` for Q8_0, unsigned with a min for Q4_1); only the
-//! float summation order differs.
+//! Batched dot products: 16 weight rows in the 16 lanes of a register, 4 activation vectors
+//! per step. A group of 16 rows is unpacked once into bytes interleaved four per row (as ggml's
+//! repacked `gemm` kernels lay them out), so one `vpdpbusd` with a broadcast activation word
+//! advances 16 rows; the unpacking is shared by every vector of the batch, and each activation
+//! word by 16 rows.
+//!
+//! Two families:
+//! - blocks of 32 with one scale (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) against Q8_0/Q8_1:
+//!   weights are the signed values, activations are offset by 128 to be unsigned (`prepare`
+//!   does it once per matmul) and `-128 * sum(w)` per row and block starts the integer sum, so
+//!   every block sum equals `sum(w * y)` exactly;
+//! - super-blocks of 256 with integer sub-block scales (Q2_K..Q6_K, IQ4_XS) against Q8_K:
+//!   weights unsigned (`q + 32` for Q6_K, ...), each sub-block sum times its scale summed in
+//!   32 bits, and the mins (or the offsets times the scales) against Q8_K's 16-value sums with
+//!   `vpdpwssd`, as ggml's dot products do; two floats per super-block.
+//!
+//! The integer sums are those of the scalar dot products; only the float summation order
+//! differs.
 
 use crate::quant::blocks::F16;
-use crate::quant::GgmlType;
+use crate::quant::iq4::{BlockIq4Xs, KVALUES_IQ4NL};
+use crate::quant::kquants::{
+    q3k_values, q4k_values, q5k_values, q6k_values, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K,
+    BlockQ6K,
+};
+use crate::quant::{GgmlType, QK_K};
 use std::arch::x86_64::*;
 
 /// Rows per group.
 pub const ROWS: usize = 16;
+
+// Batches from which the batched kernels beat one `vec_dot` per output on a 576x1536 matrix,
+// one thread (`benches/matmul.rs`): the gathered unpacking pays from a few vectors, the
+// scalar one (Q2_K, Q3_K, IQ4_XS) from about 16.
+const LEGACY_MIN_BATCH: usize = 4;
+const K_MIN_BATCH: usize = 8;
+const K_MIN_BATCH_SCALAR: usize = 16;
 const COLS: usize = 4;
 
-/// `put(r, c, dot(w row r, a row c))` for `r < nr`, `c < nc`; rows are `wrow` and `xrow`
-/// bytes apart, `w` holds `nr` rows and `a` `nc` activation rows (of the weights' dot type).
-/// Returns false, having called `put` for nothing, when the shapes are not ones it handles
-/// (more than 16 rows, rows that are not whole blocks, buffers too short): the caller then
-/// computes those rows another way.
+/// `put(c, &out)`: `out[r] = dot(w row r, a row c)` for `r < nr`, every `c < nc`; rows are
+/// `wrow` and `arow` bytes apart, `w` holds `nr` rows and `a` `nc` activation rows (prepared by
+/// [`Gemm::prepare`] where the kernel has one, else of the weights' dot type). Returns false,
+/// having called `put` for nothing, when the shapes are not ones it handles (more than 16
+/// rows, rows that are not whole blocks, buffers too short): the caller then computes those
+/// rows another way.
 pub type GemmFn = fn(
     cols: usize,
     w: &[u8],
     wrow: usize,
     nr: usize,
     a: &[u8],
-    xrow: usize,
+    arow: usize,
     nc: usize,
-    put: &mut dyn FnMut(usize, usize, f32),
+    put: &mut dyn FnMut(usize, &[f32]),
 ) -> bool;
 
+/// Rewrites one quantized activation row (`cols` values of the dot type) into the form the
+/// kernel reads; false when the lengths do not fit.
+pub type PrepareFn = fn(cols: usize, xq: &[u8], dst: &mut [u8]) -> bool;
+
+/// A batched kernel and, where it reads activations in its own form, how to make them.
+#[derive(Clone, Copy)]
+pub struct Gemm {
+    pub run: GemmFn,
+    pub prepare: Option<PrepareFn>,
+    /// The smallest batch for which unpacking a group once beats one `vec_dot` per output.
+    pub min_batch: usize,
+}
+
+impl Gemm {
+    /// Bytes of one prepared activation row of `cols` values (0 without `prepare`).
+    pub fn prepared_bytes(&self, cols: usize) -> usize {
+        match self.prepare {
+            Some(_) => cols / 32 * PREP_BLOCK,
+            None => 0,
+        }
+    }
+}
+
 /// The batched kernel of `ty` when the avx512 path is the selected one.
-pub fn gemm(ty: GgmlType) -> Option<GemmFn> {
+pub fn gemm(ty: GgmlType) -> Option<Gemm> {
     if crate::quant::arch::selected() != crate::quant::arch::Path::Avx512
         || !super::super::has_avx512()
     {
         return None;
     }
-    match ty {
-        GgmlType::Q8_0 => Some(gemm_q8_0),
-        GgmlType::Q4_1 => Some(gemm_q4_1),
-        _ => None,
-    }
+    let legacy = |run: GemmFn| Gemm {
+        run,
+        prepare: Some(prepare),
+        min_batch: LEGACY_MIN_BATCH,
+    };
+    let k = |run: GemmFn, min_batch: usize| Gemm {
+        run,
+        prepare: None,
+        min_batch,
+    };
+    // Non-capturing closures, so that each is a plain `fn` of the kernel for one format.
+    Some(match ty {
+        GgmlType::Q4_0 => legacy(|c, w, wr, nr, a, ar, nc, p| {
+            legacy_gemm::<false>(Legacy::Q4_0, c, w, wr, nr, a, ar, nc, p)
+        }),
+        GgmlType::Q4_1 => legacy(|c, w, wr, nr, a, ar, nc, p| {
+            legacy_gemm::<true>(Legacy::Q4_1, c, w, wr, nr, a, ar, nc, p)
+        }),
+        GgmlType::Q5_0 => legacy(|c, w, wr, nr, a, ar, nc, p| {
+            legacy_gemm::<false>(Legacy::Q5_0, c, w, wr, nr, a, ar, nc, p)
+        }),
+        GgmlType::Q5_1 => legacy(|c, w, wr, nr, a, ar, nc, p| {
+            legacy_gemm::<true>(Legacy::Q5_1, c, w, wr, nr, a, ar, nc, p)
+        }),
+        GgmlType::Q8_0 => legacy(|c, w, wr, nr, a, ar, nc, p| {
+            legacy_gemm::<false>(Legacy::Q8_0, c, w, wr, nr, a, ar, nc, p)
+        }),
+        GgmlType::IQ4NL => legacy(|c, w, wr, nr, a, ar, nc, p| {
+            legacy_gemm::<false>(Legacy::Iq4Nl, c, w, wr, nr, a, ar, nc, p)
+        }),
+        GgmlType::Q2K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<16>(unpack_q2k, None, 84, c, w, wr, nr, a, ar, nc, p)
+            },
+            K_MIN_BATCH_SCALAR,
+        ),
+        GgmlType::Q3K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<16>(unpack_q3k, None, 110, c, w, wr, nr, a, ar, nc, p)
+            },
+            K_MIN_BATCH_SCALAR,
+        ),
+        GgmlType::Q4K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<32>(
+                    unpack_q4k,
+                    Some(KSimd::Q4K),
+                    144,
+                    c,
+                    w,
+                    wr,
+                    nr,
+                    a,
+                    ar,
+                    nc,
+                    p,
+                )
+            },
+            K_MIN_BATCH,
+        ),
+        GgmlType::Q5K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<32>(
+                    unpack_q5k,
+                    Some(KSimd::Q5K),
+                    176,
+                    c,
+                    w,
+                    wr,
+                    nr,
+                    a,
+                    ar,
+                    nc,
+                    p,
+                )
+            },
+            K_MIN_BATCH,
+        ),
+        GgmlType::Q6K => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<16>(
+                    unpack_q6k,
+                    Some(KSimd::Q6K),
+                    210,
+                    c,
+                    w,
+                    wr,
+                    nr,
+                    a,
+                    ar,
+                    nc,
+                    p,
+                )
+            },
+            K_MIN_BATCH,
+        ),
+        GgmlType::IQ4XS => k(
+            |c, w, wr, nr, a, ar, nc, p| {
+                k_gemm::<32>(unpack_iq4xs, None, 136, c, w, wr, nr, a, ar, nc, p)
+            },
+            K_MIN_BATCH_SCALAR,
+        ),
+        _ => return None,
+    })
 }
 
 fn f16(p: &[u8]) -> f32 {
     F16([p[0], p[1]]).to_f32()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_q8_0(
-    cols: usize,
-    w: &[u8],
-    wrow: usize,
-    nr: usize,
-    a: &[u8],
-    xrow: usize,
-    nc: usize,
-    put: &mut dyn FnMut(usize, usize, f32),
-) -> bool {
-    gemm_checked(false, cols, w, wrow, nr, a, xrow, nc, put)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_q4_1(
-    cols: usize,
-    w: &[u8],
-    wrow: usize,
-    nr: usize,
-    a: &[u8],
-    xrow: usize,
-    nc: usize,
-    put: &mut dyn FnMut(usize, usize, f32),
-) -> bool {
-    gemm_checked(true, cols, w, wrow, nr, a, xrow, nc, put)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_checked(
-    min: bool,
-    cols: usize,
-    w: &[u8],
-    wrow: usize,
-    nr: usize,
-    a: &[u8],
-    xrow: usize,
-    nc: usize,
-    put: &mut dyn FnMut(usize, usize, f32),
-) -> bool {
-    let (bs, ybs) = if min { (20, 36) } else { (34, 34) };
-    let nb = cols / 32;
-    if !cols.is_multiple_of(32) || nb == 0 || nr == 0 || nc == 0 || nr > ROWS {
-        return false;
-    }
-    if wrow < nb * bs
-        || xrow < nb * ybs
-        || w.len() < (nr - 1) * wrow + nb * bs
-        || a.len() < (nc - 1) * xrow + nb * ybs
-    {
-        return false;
-    }
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        gemm_group(
-            min,
-            bs,
-            ybs,
-            nb,
-            w,
-            wrow,
-            nr,
-            a,
-            xrow,
-            nc,
-            put,
-            &mut scratch,
-        )
-    });
-    true
 }
 
 /// Buffers of one thread, grown to the largest shape seen and reused, so that a matmul
@@ -125,11 +199,10 @@ fn gemm_checked(
 #[derive(Default)]
 struct Scratch {
     wq: Vec<u8>,
+    wi: Vec<i32>,
+    wm: Vec<i32>,
     dw: Vec<f32>,
     mw: Vec<f32>,
-    dy: Vec<f32>,
-    sy: Vec<f32>,
-    start: Vec<i32>,
 }
 
 thread_local! {
@@ -145,148 +218,886 @@ fn prefix<T: Copy + Default>(v: &mut Vec<T>, n: usize) -> &mut [T] {
     &mut v[..n]
 }
 
+/// Row `j` of a group: four bytes of word `g` at `(g * 16 + j) * 4`.
+#[inline(always)]
+fn interleave(dst: &mut [u8], j: usize, vals: &[u8]) {
+    for (g, word) in vals.chunks_exact(4).enumerate() {
+        let o = (g * ROWS + j) * 4;
+        dst[o..o + 4].copy_from_slice(word);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocks of 32 against Q8_0 / Q8_1.
+
+/// A prepared activation block: d (f32), the Q8_1 sum `s` (f32, 0 for Q8_0), 32 bytes `q + 128`.
+const PREP_BLOCK: usize = 40;
+
+/// Q8_0 (34-byte) or Q8_1 (36-byte) blocks, told apart by the row length, into
+/// [`PREP_BLOCK`]s.
+fn prepare(cols: usize, xq: &[u8], dst: &mut [u8]) -> bool {
+    let nb = cols / 32;
+    if !cols.is_multiple_of(32) || dst.len() < nb * PREP_BLOCK {
+        return false;
+    }
+    let (bs, qo) = if xq.len() == nb * 34 {
+        (34, 2)
+    } else if xq.len() == nb * 36 {
+        (36, 4)
+    } else {
+        return false;
+    };
+    for (blk, out) in xq.chunks_exact(bs).zip(dst.chunks_exact_mut(PREP_BLOCK)) {
+        out[..4].copy_from_slice(&f16(blk).to_le_bytes());
+        let s = if qo == 4 { f16(&blk[2..]) } else { 0.0 };
+        out[4..8].copy_from_slice(&s.to_le_bytes());
+        for (o, &q) in out[8..].iter_mut().zip(&blk[qo..qo + 32]) {
+            *o = q ^ 0x80;
+        }
+    }
+    true
+}
+
+#[derive(Clone, Copy)]
+enum Legacy {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Iq4Nl,
+}
+
+impl Legacy {
+    fn block_bytes(self) -> usize {
+        match self {
+            Legacy::Q4_0 | Legacy::Iq4Nl => 18,
+            Legacy::Q4_1 => 20,
+            Legacy::Q5_0 => 22,
+            Legacy::Q5_1 => 24,
+            Legacy::Q8_0 => 34,
+        }
+    }
+
+    /// The 32 signed values of a block in value order, its scale and its min.
+    #[inline(always)]
+    fn unpack(self, blk: &[u8], v: &mut [i8; 32]) -> (f32, f32) {
+        fn nib(qs: &[u8], v: &mut [i8; 32], f: impl Fn(u8) -> i8) {
+            for k in 0..16 {
+                v[k] = f(qs[k] & 0xF);
+                v[16 + k] = f(qs[k] >> 4);
+            }
+        }
+        fn high(qh: &[u8], v: &mut [i8; 32]) {
+            let h = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+            for (k, x) in v.iter_mut().enumerate() {
+                *x |= (((h >> k) & 1) << 4) as i8;
+            }
+        }
+        match self {
+            Legacy::Q4_0 => {
+                nib(&blk[2..18], v, |q| q as i8 - 8);
+                (f16(blk), 0.0)
+            }
+            Legacy::Iq4Nl => {
+                nib(&blk[2..18], v, |q| KVALUES_IQ4NL[q as usize]);
+                (f16(blk), 0.0)
+            }
+            Legacy::Q4_1 => {
+                nib(&blk[4..20], v, |q| q as i8);
+                (f16(blk), f16(&blk[2..]))
+            }
+            Legacy::Q5_0 => {
+                nib(&blk[6..22], v, |q| q as i8);
+                high(&blk[2..6], v);
+                for x in v.iter_mut() {
+                    *x -= 16;
+                }
+                (f16(blk), 0.0)
+            }
+            Legacy::Q5_1 => {
+                nib(&blk[8..24], v, |q| q as i8);
+                high(&blk[4..8], v);
+                (f16(blk), f16(&blk[2..]))
+            }
+            Legacy::Q8_0 => {
+                for (x, &q) in v.iter_mut().zip(&blk[2..34]) {
+                    *x = q as i8;
+                }
+                (f16(blk), 0.0)
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-fn gemm_group(
-    min: bool,
-    bs: usize,
-    ybs: usize,
-    nb: usize,
+fn legacy_gemm<const MIN: bool>(
+    ty: Legacy,
+    cols: usize,
     w: &[u8],
     wrow: usize,
     nr: usize,
     a: &[u8],
-    xrow: usize,
+    arow: usize,
     nc: usize,
-    put: &mut dyn FnMut(usize, usize, f32),
-    scratch: &mut Scratch,
+    put: &mut dyn FnMut(usize, &[f32]),
+) -> bool {
+    let bs = ty.block_bytes();
+    let nb = cols / 32;
+    if !cols.is_multiple_of(32) || nb == 0 || nr == 0 || nc == 0 || nr > ROWS {
+        return false;
+    }
+    if wrow < nb * bs
+        || arow < nb * PREP_BLOCK
+        || w.len() < (nr - 1) * wrow + nb * bs
+        || a.len() < (nc - 1) * arow + nb * PREP_BLOCK
+    {
+        return false;
+    }
+    SCRATCH.with(|scratch| {
+        let s = &mut *scratch.borrow_mut();
+        let wq = prefix(&mut s.wq, nb * 8 * ROWS * 4);
+        let start = prefix(&mut s.wi, nb * ROWS);
+        let dw = prefix(&mut s.dw, nb * ROWS);
+        let mw = prefix(&mut s.mw, nb * ROWS);
+        if ROWS * wrow < i32::MAX as usize {
+            // SAFETY: the CPU runs these instructions (see below); `w` holds `nr` rows of `nb`
+            // blocks (checked above) and the scratch slices `nb` groups.
+            unsafe { legacy_unpack_simd(ty, nb, w, wrow, nr, wq, start, dw, mw) };
+        } else {
+            legacy_unpack(ty, nb, w, wrow, nr, wq, start, dw, mw);
+        }
+        let mut res = [[0f32; ROWS]; COLS];
+        for c0 in (0..nc).step_by(COLS) {
+            let ya: [&[u8]; COLS] =
+                std::array::from_fn(|k| &a[(c0 + k).min(nc - 1) * arow..][..nb * PREP_BLOCK]);
+            // SAFETY: `gemm` hands these kernels out only when the CPU has AVX-512
+            // F/BW/VL/VNNI; every slice holds `nb` blocks (checked and cut above).
+            unsafe { legacy_kernel::<MIN>(nb, wq, start, dw, mw, ya, &mut res) };
+            for (k, col) in res.iter().enumerate().take(nc - c0) {
+                put(c0 + k, &col[..nr]);
+            }
+        }
+    });
+    true
+}
+
+/// A group of 16 rows into the kernel's layout: values interleaved by word, and per row and
+/// block the start `-128 * sum(v)`, the scale and the min. Rows past `nr` repeat the last one;
+/// their sums are computed and dropped.
+#[allow(clippy::too_many_arguments)]
+fn legacy_unpack(
+    ty: Legacy,
+    nb: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    wq: &mut [u8],
+    start: &mut [i32],
+    dw: &mut [f32],
+    mw: &mut [f32],
 ) {
-    let Scratch {
-        wq,
-        dw,
-        mw,
-        dy,
-        sy,
-        start,
-    } = scratch;
-    // Unpack: block b, word g, row j -> 4 unsigned bytes at ((b * 8 + g) * 16 + j) * 4.
-    let wq = prefix(wq, nb * 512);
-    let dw = prefix(dw, nb * ROWS);
-    let mw = prefix(mw, nb * ROWS);
+    let bs = ty.block_bytes();
     for j in 0..ROWS {
         let row = &w[j.min(nr - 1) * wrow..][..nb * bs];
         for (b, blk) in row.chunks_exact(bs).enumerate() {
-            dw[b * ROWS + j] = f16(blk);
-            let mut u = [0u8; 32];
-            if min {
-                mw[b * ROWS + j] = f16(&blk[2..]);
-                for k in 0..16 {
-                    u[k] = blk[4 + k] & 0x0F;
-                    u[16 + k] = blk[4 + k] >> 4;
-                }
-            } else {
-                for k in 0..32 {
-                    u[k] = blk[2 + k] ^ 0x80;
-                }
-            }
-            for g in 0..8 {
-                let o = ((b * 8 + g) * ROWS + j) * 4;
-                wq[o..o + 4].copy_from_slice(&u[4 * g..4 * g + 4]);
-            }
+            let mut v = [0i8; 32];
+            let (d, m) = ty.unpack(blk, &mut v);
+            dw[b * ROWS + j] = d;
+            mw[b * ROWS + j] = m;
+            start[b * ROWS + j] = -128 * v.iter().map(|&x| x as i32).sum::<i32>();
+            interleave(&mut wq[b * 512..][..512], j, bytemuck::cast_slice(&v));
         }
-    }
-    // Per activation block: d, the Q8_1 sum term, and the Q8_0 offset start -128 * sum(q).
-    let dy = prefix(dy, nc * nb);
-    let sy = prefix(sy, nc * nb);
-    let start = prefix(start, nc * nb);
-    for c in 0..nc {
-        let row = &a[c * xrow..][..nb * ybs];
-        for (b, blk) in row.chunks_exact(ybs).enumerate() {
-            dy[c * nb + b] = f16(blk);
-            if min {
-                sy[c * nb + b] = f16(&blk[2..]);
-            } else {
-                start[c * nb + b] = -128 * blk[2..34].iter().map(|&q| q as i8 as i32).sum::<i32>();
-            }
-        }
-    }
-    let yq = if min { 4 } else { 2 };
-    let mut c0 = 0;
-    while c0 < nc {
-        let cs: [usize; COLS] = std::array::from_fn(|k| (c0 + k).min(nc - 1));
-        let ya: [&[u8]; COLS] = std::array::from_fn(|k| &a[cs[k] * xrow..][..nb * ybs]);
-        let p: [[&[f32]; COLS]; 3] = [
-            std::array::from_fn(|k| &dy[cs[k] * nb..][..nb]),
-            std::array::from_fn(|k| &sy[cs[k] * nb..][..nb]),
-            std::array::from_fn(|k| unsafe_cast(&start[cs[k] * nb..][..nb])),
-        ];
-        // SAFETY: `gemm` hands these out only when the CPU has AVX-512 F/BW/VL/VNNI; every
-        // slice holds `nb` blocks (checked and cut above).
-        let res = unsafe { kernel(min, nb, ybs, yq, wq, dw, mw, ya, p) };
-        for (k, col) in res.iter().enumerate() {
-            if c0 + k < nc {
-                for (j, &v) in col.iter().enumerate().take(nr) {
-                    put(j, c0 + k, v);
-                }
-            }
-        }
-        c0 += COLS;
     }
 }
 
-/// The i32 starts travel as their bits in an f32 slice, to share one array type.
-fn unsafe_cast(s: &[i32]) -> &[f32] {
-    // SAFETY: i32 and f32 have the same size and alignment, and every bit pattern is an f32.
-    unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) }
-}
-
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+/// [`legacy_unpack`] with gathers: each word of a block is one 16-row gather from the
+/// quantized rows, so the group needs no transposition.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI and F16C; `w` must hold `nr` rows `wrow` bytes
+/// apart of `nb` blocks each, `wrow * 16` must fit an i32, `wq` must hold `nb * 512` bytes and
+/// `start`, `dw`, `mw` `nb * 16` values.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn kernel(
-    min: bool,
+unsafe fn legacy_unpack_simd(
+    ty: Legacy,
     nb: usize,
-    ybs: usize,
-    yq: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    wq: &mut [u8],
+    start: &mut [i32],
+    dw: &mut [f32],
+    mw: &mut [f32],
+) {
+    let bs = ty.block_bytes();
+    let rows: [i32; ROWS] = std::array::from_fn(|j| (j.min(nr - 1) * wrow) as i32);
+    let idx = _mm512_loadu_si512(rows.as_ptr() as *const _);
+    let low4 = _mm512_set1_epi8(0x0F);
+    let ones = _mm512_set1_epi8(1);
+    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const _));
+    let half = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    for b in 0..nb {
+        // Every gathered word lies inside block b of a row below `nr` (offsets < bs - 3).
+        let p = w.as_ptr().add(b * bs);
+        let gather = |off: usize| _mm512_i32gather_epi32::<1>(idx, p.add(off) as *const _);
+        let head = gather(0);
+        _mm512_storeu_ps(dw.as_mut_ptr().add(b * ROWS), half(head));
+        let (qs, qh) = match ty {
+            Legacy::Q4_1 => (4, None),
+            Legacy::Q5_0 => (6, Some(2)),
+            Legacy::Q5_1 => (8, Some(4)),
+            _ => (2, None),
+        };
+        let min = match ty {
+            Legacy::Q4_1 | Legacy::Q5_1 => half(_mm512_srli_epi32::<16>(head)),
+            _ => _mm512_setzero_ps(),
+        };
+        _mm512_storeu_ps(mw.as_mut_ptr().add(b * ROWS), min);
+        let mut words = [_mm512_setzero_si512(); 8];
+        if let Legacy::Q8_0 = ty {
+            for (g, x) in words.iter_mut().enumerate() {
+                *x = gather(2 + 4 * g);
+            }
+        } else {
+            for g in 0..4 {
+                let raw = gather(qs + 4 * g);
+                words[g] = _mm512_and_si512(raw, low4);
+                words[g + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low4);
+            }
+        }
+        if let Some(off) = qh {
+            // Bit k of qh is bit 4 of value k: spread four bits to four bytes with one
+            // multiply (the shifted copies do not overlap, so nothing carries).
+            let h = gather(off);
+            for (g, x) in words.iter_mut().enumerate() {
+                let t = _mm512_and_si512(
+                    _mm512_srl_epi32(h, _mm_cvtsi32_si128(4 * g as i32)),
+                    _mm512_set1_epi32(0xF),
+                );
+                let spread = _mm512_and_si512(
+                    _mm512_mullo_epi32(t, _mm512_set1_epi32(0x0020_4081)),
+                    _mm512_set1_epi32(0x0101_0101),
+                );
+                *x = _mm512_or_si512(*x, _mm512_slli_epi32::<4>(spread));
+            }
+        }
+        let offset = match ty {
+            Legacy::Q4_0 => 8,
+            Legacy::Q5_0 => 16,
+            _ => 0,
+        };
+        let mut sum = _mm512_setzero_si512();
+        for (g, x) in words.iter_mut().enumerate() {
+            if let Legacy::Iq4Nl = ty {
+                *x = _mm512_shuffle_epi8(table, *x);
+            } else if offset != 0 {
+                *x = _mm512_sub_epi8(*x, _mm512_set1_epi8(offset));
+            }
+            sum = _mm512_dpbusd_epi32(sum, ones, *x);
+            _mm512_storeu_si512(wq.as_mut_ptr().add((b * 8 + g) * 64) as *mut _, *x);
+        }
+        let st = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(sum));
+        _mm512_storeu_si512(start.as_mut_ptr().add(b * ROWS) as *mut _, st);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn legacy_kernel<const MIN: bool>(
+    nb: usize,
     wq: &[u8],
+    start: &[i32],
     dw: &[f32],
     mw: &[f32],
     ya: [&[u8]; COLS],
-    p: [[&[f32]; COLS]; 3],
-) -> [[f32; ROWS]; COLS] {
+    res: &mut [[f32; ROWS]; COLS],
+) {
     let mut acc = [_mm512_setzero_ps(); COLS];
     let pw = wq.as_ptr();
     for b in 0..nb {
-        let mut s0 = [_mm512_setzero_si512(); COLS];
+        let st = _mm512_loadu_si512(start.as_ptr().add(b * ROWS) as *const _);
+        let mut s0 = [st; COLS];
         let mut s1 = [_mm512_setzero_si512(); COLS];
-        if !min {
-            for k in 0..COLS {
-                s0[k] = _mm512_set1_epi32(p[2][k][b].to_bits() as i32);
-            }
-        }
         for g in (0..8).step_by(2) {
             let w0 = _mm512_loadu_si512(pw.add((b * 8 + g) * 64) as *const _);
             let w1 = _mm512_loadu_si512(pw.add((b * 8 + g + 1) * 64) as *const _);
             for k in 0..COLS {
-                let y = ya[k].as_ptr().add(b * ybs + yq + 4 * g);
+                let y = ya[k].as_ptr().add(b * PREP_BLOCK + 8 + 4 * g);
                 let y0 = _mm512_set1_epi32((y as *const i32).read_unaligned());
                 let y1 = _mm512_set1_epi32((y.add(4) as *const i32).read_unaligned());
-                s0[k] = _mm512_dpbusd_epi32(s0[k], w0, y0);
-                s1[k] = _mm512_dpbusd_epi32(s1[k], w1, y1);
+                s0[k] = _mm512_dpbusd_epi32(s0[k], y0, w0);
+                s1[k] = _mm512_dpbusd_epi32(s1[k], y1, w1);
             }
         }
         let d = _mm512_loadu_ps(dw.as_ptr().add(b * ROWS));
         let m = _mm512_loadu_ps(mw.as_ptr().add(b * ROWS));
         for k in 0..COLS {
+            let y = ya[k].as_ptr().add(b * PREP_BLOCK);
+            let dy = _mm512_set1_ps((y as *const f32).read_unaligned());
             let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[k], s1[k]));
-            let dd = _mm512_mul_ps(d, _mm512_set1_ps(p[0][k][b]));
-            acc[k] = _mm512_fmadd_ps(s, dd, acc[k]);
-            if min {
-                acc[k] = _mm512_fmadd_ps(m, _mm512_set1_ps(p[1][k][b]), acc[k]);
+            acc[k] = _mm512_fmadd_ps(s, _mm512_mul_ps(d, dy), acc[k]);
+            if MIN {
+                let sy = _mm512_set1_ps((y.add(4) as *const f32).read_unaligned());
+                acc[k] = _mm512_fmadd_ps(m, sy, acc[k]);
             }
         }
     }
-    let mut res = [[0f32; ROWS]; COLS];
     for k in 0..COLS {
         _mm512_storeu_ps(res[k].as_mut_ptr(), acc[k]);
     }
-    res
+}
+
+// ---------------------------------------------------------------------------------------------
+// Super-blocks of 256 against Q8_K.
+
+/// One unpacked super-block of one row: unsigned values, per sub-block scale and the factor of
+/// its activation sum, and the float multipliers of the two integer sums.
+struct KBlock {
+    u: [u8; QK_K],
+    /// Sub-block scales (8 of 32 values or 16 of 16).
+    sc: [i32; 16],
+    /// Per sub-block factor of the activation sum.
+    m: [i16; 16],
+    d: f32,
+    dm: f32,
+}
+
+impl KBlock {
+    fn new() -> KBlock {
+        KBlock {
+            u: [0; QK_K],
+            sc: [0; 16],
+            m: [0; 16],
+            d: 0.0,
+            dm: 0.0,
+        }
+    }
+}
+
+type UnpackK = fn(&[u8], &mut KBlock);
+
+/// Bytes of a Q8_K block: d (f32), 256 values, 16 sums of 16 (i16).
+const Q8K_BYTES: usize = 292;
+
+fn unsigned(v: &[i8; QK_K], off: i8, u: &mut [u8; QK_K]) {
+    for (o, &x) in u.iter_mut().zip(v) {
+        *o = x.wrapping_add(off) as u8;
+    }
+}
+
+/// `d * sc * q - dmin * m`, sub-blocks of 16.
+fn unpack_q2k(blk: &[u8], o: &mut KBlock) {
+    let b: &BlockQ2K = bytemuck::from_bytes(blk);
+    for half in 0..2 {
+        for j in 0..4 {
+            for l in 0..32 {
+                o.u[128 * half + 32 * j + l] = (b.qs[32 * half + l] >> (2 * j)) & 3;
+            }
+        }
+    }
+    for (j, &s) in b.scales.iter().enumerate() {
+        o.sc[j] = (s & 0xF) as i32;
+        o.m[j] = (s >> 4) as i16;
+    }
+    o.d = b.d.to_f32();
+    o.dm = -b.dmin.to_f32();
+}
+
+/// `d * sc * (q - 4)`, sub-blocks of 16, signed scales.
+fn unpack_q3k(blk: &[u8], o: &mut KBlock) {
+    let b: &BlockQ3K = bytemuck::from_bytes(blk);
+    unsigned(&q3k_values(b), 4, &mut o.u);
+    let sc = crate::quant::kquants::q3k_scales(&b.scales);
+    for (j, &s) in sc.iter().enumerate() {
+        o.sc[j] = s as i32;
+        o.m[j] = s as i16;
+    }
+    o.d = b.d.to_f32();
+    o.dm = -4.0 * o.d;
+}
+
+fn k4_scales(scales: &[u8; 12], o: &mut KBlock) {
+    let (sc, m) = crate::quant::kquants::scales_mins_k4(scales);
+    for j in 0..8 {
+        o.sc[j] = sc[j] as i32;
+        o.m[j] = m[j] as i16;
+    }
+}
+
+/// `d * sc * q - dmin * m`, sub-blocks of 32.
+fn unpack_q4k(blk: &[u8], o: &mut KBlock) {
+    let b: &BlockQ4K = bytemuck::from_bytes(blk);
+    unsigned(&q4k_values(b), 0, &mut o.u);
+    k4_scales(&b.scales, o);
+    o.d = b.d.to_f32();
+    o.dm = -b.dmin.to_f32();
+}
+
+fn unpack_q5k(blk: &[u8], o: &mut KBlock) {
+    let b: &BlockQ5K = bytemuck::from_bytes(blk);
+    unsigned(&q5k_values(b), 0, &mut o.u);
+    k4_scales(&b.scales, o);
+    o.d = b.d.to_f32();
+    o.dm = -b.dmin.to_f32();
+}
+
+/// `d * sc * (q - 32)`, sub-blocks of 16.
+fn unpack_q6k(blk: &[u8], o: &mut KBlock) {
+    let b: &BlockQ6K = bytemuck::from_bytes(blk);
+    unsigned(&q6k_values(b), 32, &mut o.u);
+    for j in 0..16 {
+        o.sc[j] = b.scales[j] as i32;
+        o.m[j] = b.scales[j] as i16;
+    }
+    o.d = b.d.to_f32();
+    o.dm = -32.0 * o.d;
+}
+
+/// `d * (ls - 32) * kvalues[q]`, sub-blocks of 32; values offset by 128.
+fn unpack_iq4xs(blk: &[u8], o: &mut KBlock) {
+    let b: &BlockIq4Xs = bytemuck::from_bytes(blk);
+    let h = u16::from_le_bytes(b.scales_h);
+    for ib in 0..8 {
+        let lo = (b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xf;
+        let hi = ((h >> (2 * ib)) & 3) as u8;
+        let ls = (lo | (hi << 4)) as i32 - 32;
+        o.sc[ib] = ls;
+        o.m[ib] = ls as i16;
+        for j in 0..16 {
+            let q = b.qs[16 * ib + j];
+            o.u[32 * ib + j] = (KVALUES_IQ4NL[(q & 0xf) as usize] as u8) ^ 0x80;
+            o.u[32 * ib + 16 + j] = (KVALUES_IQ4NL[(q >> 4) as usize] as u8) ^ 0x80;
+        }
+    }
+    o.d = b.d.to_f32();
+    o.dm = -128.0 * o.d;
+}
+
+/// Per super-block of a group: 64 words of 16 rows, 16 scale vectors, 8 vectors of i16 pairs
+/// of sub-block factors, d, dm.
+const K_WQ: usize = QK_K / 4 * ROWS * 4;
+
+#[allow(clippy::too_many_arguments)]
+fn k_gemm<const L: usize>(
+    unpack: UnpackK,
+    simd: Option<KSimd>,
+    bs: usize,
+    cols: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    a: &[u8],
+    arow: usize,
+    nc: usize,
+    put: &mut dyn FnMut(usize, &[f32]),
+) -> bool {
+    let nb = cols / QK_K;
+    if !cols.is_multiple_of(QK_K) || nb == 0 || nr == 0 || nc == 0 || nr > ROWS {
+        return false;
+    }
+    if wrow < nb * bs
+        || arow < nb * Q8K_BYTES
+        || w.len() < (nr - 1) * wrow + nb * bs
+        || a.len() < (nc - 1) * arow + nb * Q8K_BYTES
+    {
+        return false;
+    }
+    let ns = QK_K / L;
+    SCRATCH.with(|scratch| {
+        let s = &mut *scratch.borrow_mut();
+        let wq = prefix(&mut s.wq, nb * K_WQ);
+        let sc = prefix(&mut s.wi, nb * ns * ROWS);
+        let mp = prefix(&mut s.wm, nb * 8 * ROWS);
+        let dw = prefix(&mut s.dw, nb * ROWS);
+        let mw = prefix(&mut s.mw, nb * ROWS);
+        let out = KOut { wq, sc, mp, dw, mw };
+        match simd {
+            Some(kind) if ROWS * wrow < i32::MAX as usize => {
+                // SAFETY: the CPU runs these instructions (see `gemm`); `w` holds `nr` rows of
+                // `nb` super-blocks of `kind` (checked above), `out` `nb` groups.
+                unsafe { k_unpack_simd(kind, nb, w, wrow, nr, out) }
+            }
+            _ => k_unpack::<L>(unpack, bs, nb, w, wrow, nr, out),
+        }
+        let mut res = [[0f32; ROWS]; COLS];
+        for c0 in (0..nc).step_by(COLS) {
+            let ya: [&[u8]; COLS] =
+                std::array::from_fn(|k| &a[(c0 + k).min(nc - 1) * arow..][..nb * Q8K_BYTES]);
+            // SAFETY: as in `legacy_gemm`: the CPU runs these instructions, and every slice
+            // holds `nb` super-blocks.
+            unsafe { k_kernel::<L>(nb, wq, sc, mp, dw, mw, ya, &mut res) };
+            for (k, col) in res.iter().enumerate().take(nc - c0) {
+                put(c0 + k, &col[..nr]);
+            }
+        }
+    });
+    true
+}
+
+/// A group's unpacked super-blocks: words of 16 rows, sub-block scale vectors, i16 pairs of
+/// activation-sum factors, d, dm (see `k_kernel`).
+struct KOut<'a> {
+    wq: &'a mut [u8],
+    sc: &'a mut [i32],
+    mp: &'a mut [i32],
+    dw: &'a mut [f32],
+    mw: &'a mut [f32],
+}
+
+/// 16 rows (past `nr`, the last one again) of `nb` super-blocks into the kernel's layout.
+fn k_unpack<const L: usize>(
+    unpack: UnpackK,
+    bs: usize,
+    nb: usize,
+    w: &[u8],
+    wrow: usize,
+    nr: usize,
+    o: KOut<'_>,
+) {
+    let ns = QK_K / L;
+    let mut kb = KBlock::new();
+    for j in 0..ROWS {
+        let row = &w[j.min(nr - 1) * wrow..][..nb * bs];
+        for (b, blk) in row.chunks_exact(bs).enumerate() {
+            unpack(blk, &mut kb);
+            interleave(&mut o.wq[b * K_WQ..][..K_WQ], j, &kb.u);
+            for t in 0..ns {
+                o.sc[(b * ns + t) * ROWS + j] = kb.sc[t];
+            }
+            // Pair p meets Q8_K's sums 2p and 2p+1: one factor per 16 values.
+            for p in 0..8 {
+                let (lo, hi) = if L == 16 {
+                    (kb.m[2 * p], kb.m[2 * p + 1])
+                } else {
+                    (kb.m[p], kb.m[p])
+                };
+                o.mp[(b * 8 + p) * ROWS + j] =
+                    (lo as u16 as u32 | ((hi as u16 as u32) << 16)) as i32;
+            }
+            o.dw[b * ROWS + j] = kb.d;
+            o.mw[b * ROWS + j] = kb.dm;
+        }
+    }
+}
+
+/// The super-block formats [`k_unpack_simd`] gathers.
+#[derive(Clone, Copy, Debug)]
+enum KSimd {
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+/// [`k_unpack`] with one 16-row gather per word.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI and F16C; `w` must hold `nr` rows `wrow` bytes apart
+/// of `nb` super-blocks of `kind`, `wrow * 16` must fit an i32, and `o` must hold `nb` groups.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize, o: KOut<'_>) {
+    let bs = match kind {
+        KSimd::Q4K => 144,
+        KSimd::Q5K => 176,
+        KSimd::Q6K => 210,
+    };
+    let rows: [i32; ROWS] = std::array::from_fn(|j| (j.min(nr - 1) * wrow) as i32);
+    let idx = _mm512_loadu_si512(rows.as_ptr() as *const _);
+    let c = _mm512_set1_epi32;
+    let and = _mm512_and_si512;
+    let or = _mm512_or_si512;
+    let half = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    let ns = if let KSimd::Q6K = kind { 16 } else { 8 };
+    for b in 0..nb {
+        // Every gathered word lies inside super-block b of a row below `nr`.
+        let p = w.as_ptr().add(b * bs);
+        let gather = |off: usize| _mm512_i32gather_epi32::<1>(idx, p.add(off) as *const _);
+        let wq = o.wq.as_mut_ptr().add(b * K_WQ);
+        let put = |word: usize, v: __m512i| _mm512_storeu_si512(wq.add(word * 64) as *mut _, v);
+        let sc = o.sc.as_mut_ptr().add(b * ns * ROWS);
+        let mp = o.mp.as_mut_ptr().add(b * 8 * ROWS);
+        let (d, dm);
+        let mut scales = [_mm512_setzero_si512(); 16];
+        let mut mins = [_mm512_setzero_si512(); 8];
+        match kind {
+            KSimd::Q4K | KSimd::Q5K => {
+                let head = gather(0);
+                d = half(head);
+                // -dmin, by its sign bit as the scalar negation.
+                let dmin = _mm512_castps_si512(half(_mm512_srli_epi32::<16>(head)));
+                dm = _mm512_castsi512_ps(_mm512_xor_si512(dmin, c(i32::MIN)));
+                // get_scale_min_k4 on 16 rows at once.
+                let (d0, d1, d2) = (gather(4), gather(8), gather(12));
+                let byte = |v: __m512i, k: u32| {
+                    and(
+                        _mm512_srl_epi32(v, _mm_cvtsi32_si128(8 * k as i32)),
+                        c(0xFF),
+                    )
+                };
+                for j in 0..4u32 {
+                    let k = j as usize;
+                    scales[k] = and(byte(d0, j), c(63));
+                    mins[k] = and(byte(d1, j), c(63));
+                    let hi_s = _mm512_slli_epi32::<4>(_mm512_srli_epi32::<6>(byte(d0, j)));
+                    let hi_m = _mm512_slli_epi32::<4>(_mm512_srli_epi32::<6>(byte(d1, j)));
+                    scales[4 + k] = or(and(byte(d2, j), c(0xF)), hi_s);
+                    mins[4 + k] = or(_mm512_srli_epi32::<4>(byte(d2, j)), hi_m);
+                }
+                let (qs, qh) = if let KSimd::Q5K = kind {
+                    (48, Some(16))
+                } else {
+                    (16, None)
+                };
+                for g in 0..4 {
+                    for i in 0..8 {
+                        let raw = gather(qs + 32 * g + 4 * i);
+                        let mut lo = and(raw, c(0x0F0F_0F0F));
+                        let mut hi = and(_mm512_srli_epi32::<4>(raw), c(0x0F0F_0F0F));
+                        if let Some(qh) = qh {
+                            let h = gather(qh + 4 * i);
+                            let bit = |k: u32| {
+                                _mm512_slli_epi32::<4>(and(
+                                    _mm512_srl_epi32(h, _mm_cvtsi32_si128(k as i32)),
+                                    c(0x0101_0101),
+                                ))
+                            };
+                            lo = or(lo, bit(2 * g as u32));
+                            hi = or(hi, bit(2 * g as u32 + 1));
+                        }
+                        put(16 * g + i, lo);
+                        put(16 * g + 8 + i, hi);
+                    }
+                }
+            }
+            KSimd::Q6K => {
+                d = half(_mm512_srli_epi32::<16>(gather(206)));
+                dm = _mm512_mul_ps(d, _mm512_set1_ps(-32.0));
+                for h in 0..2 {
+                    for i in 0..8 {
+                        let a = gather(64 * h + 4 * i);
+                        let bq = gather(64 * h + 32 + 4 * i);
+                        let hb = gather(128 + 32 * h + 4 * i);
+                        let high = |k: u32| {
+                            _mm512_slli_epi32::<4>(and(
+                                _mm512_srl_epi32(hb, _mm_cvtsi32_si128(k as i32)),
+                                c(0x0303_0303),
+                            ))
+                        };
+                        let low = |v: __m512i| and(v, c(0x0F0F_0F0F));
+                        put(32 * h + i, or(low(a), high(0)));
+                        put(32 * h + 8 + i, or(low(bq), high(2)));
+                        put(32 * h + 16 + i, or(low(_mm512_srli_epi32::<4>(a)), high(4)));
+                        put(
+                            32 * h + 24 + i,
+                            or(low(_mm512_srli_epi32::<4>(bq)), high(6)),
+                        );
+                    }
+                }
+                let s16 = &mut scales;
+                for k in 0..4 {
+                    let v = gather(192 + 4 * k);
+                    s16[4 * k] = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v));
+                    s16[4 * k + 1] = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(v));
+                    s16[4 * k + 2] = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(v));
+                    s16[4 * k + 3] = _mm512_srai_epi32::<24>(v);
+                }
+                for (p, m) in mins.iter_mut().enumerate() {
+                    *m = or(
+                        and(s16[2 * p], c(0xFFFF)),
+                        _mm512_slli_epi32::<16>(s16[2 * p + 1]),
+                    );
+                }
+            }
+        }
+        for (t, v) in scales.iter().take(ns).enumerate() {
+            _mm512_storeu_si512(sc.add(t * ROWS) as *mut _, *v);
+        }
+        for (pi, m) in mins.iter().enumerate() {
+            let pair = match kind {
+                KSimd::Q6K => *m,
+                _ => or(*m, _mm512_slli_epi32::<16>(*m)),
+            };
+            _mm512_storeu_si512(mp.add(pi * ROWS) as *mut _, pair);
+        }
+        _mm512_storeu_ps(o.dw.as_mut_ptr().add(b * ROWS), d);
+        _mm512_storeu_ps(o.mw.as_mut_ptr().add(b * ROWS), dm);
+    }
+}
+
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn k_kernel<const L: usize>(
+    nb: usize,
+    wq: &[u8],
+    sc: &[i32],
+    mp: &[i32],
+    dw: &[f32],
+    mw: &[f32],
+    ya: [&[u8]; COLS],
+    res: &mut [[f32; ROWS]; COLS],
+) {
+    let ns = QK_K / L;
+    let words = L / 4;
+    let mut acc = [_mm512_setzero_ps(); COLS];
+    for b in 0..nb {
+        let pw = wq.as_ptr().add(b * K_WQ);
+        let mut isum = [_mm512_setzero_si512(); COLS];
+        let mut msum = [_mm512_setzero_si512(); COLS];
+        for t in 0..ns {
+            let mut s0 = [_mm512_setzero_si512(); COLS];
+            let mut s1 = [_mm512_setzero_si512(); COLS];
+            for g in (0..words).step_by(2) {
+                let word = t * words + g;
+                let w0 = _mm512_loadu_si512(pw.add(word * 64) as *const _);
+                let w1 = _mm512_loadu_si512(pw.add((word + 1) * 64) as *const _);
+                for k in 0..COLS {
+                    let y = ya[k].as_ptr().add(b * Q8K_BYTES + 4 + 4 * word);
+                    let y0 = _mm512_set1_epi32((y as *const i32).read_unaligned());
+                    let y1 = _mm512_set1_epi32((y.add(4) as *const i32).read_unaligned());
+                    s0[k] = _mm512_dpbusd_epi32(s0[k], w0, y0);
+                    s1[k] = _mm512_dpbusd_epi32(s1[k], w1, y1);
+                }
+            }
+            let scv = _mm512_loadu_si512(sc.as_ptr().add((b * ns + t) * ROWS) as *const _);
+            for k in 0..COLS {
+                let s = _mm512_add_epi32(s0[k], s1[k]);
+                isum[k] = _mm512_add_epi32(isum[k], _mm512_mullo_epi32(s, scv));
+            }
+        }
+        for p in 0..8 {
+            let mv = _mm512_loadu_si512(mp.as_ptr().add((b * 8 + p) * ROWS) as *const _);
+            for k in 0..COLS {
+                let y = ya[k].as_ptr().add(b * Q8K_BYTES + 4 + QK_K + 4 * p);
+                let bsum = _mm512_set1_epi32((y as *const i32).read_unaligned());
+                msum[k] = _mm512_dpwssd_epi32(msum[k], mv, bsum);
+            }
+        }
+        let d = _mm512_loadu_ps(dw.as_ptr().add(b * ROWS));
+        let m = _mm512_loadu_ps(mw.as_ptr().add(b * ROWS));
+        for k in 0..COLS {
+            let y = ya[k].as_ptr().add(b * Q8K_BYTES);
+            let dy = _mm512_set1_ps((y as *const f32).read_unaligned());
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[k]), _mm512_mul_ps(d, dy), acc[k]);
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum[k]), _mm512_mul_ps(m, dy), acc[k]);
+        }
+    }
+    for k in 0..COLS {
+        _mm512_storeu_ps(res[k].as_mut_ptr(), acc[k]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gathering unpacker lays out exactly what the scalar one does, for every legacy
+    /// format, any bytes (NaN scales included: compared as bits) and partial groups.
+    #[test]
+    fn simd_unpack_equals_scalar() {
+        if !super::super::super::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        };
+        for ty in [
+            Legacy::Q4_0,
+            Legacy::Q4_1,
+            Legacy::Q5_0,
+            Legacy::Q5_1,
+            Legacy::Q8_0,
+            Legacy::Iq4Nl,
+        ] {
+            for (nr, nb, pad) in [(16, 3, 0), (5, 2, 7), (1, 1, 0)] {
+                let wrow = nb * ty.block_bytes() + pad;
+                let w: Vec<u8> = (0..nr * wrow).map(|_| byte()).collect();
+                let run = |simd: bool| {
+                    let mut wq = vec![0u8; nb * 512];
+                    let mut st = vec![0i32; nb * ROWS];
+                    let mut dw = vec![0f32; nb * ROWS];
+                    let mut mw = vec![0f32; nb * ROWS];
+                    if simd {
+                        // SAFETY: AVX-512 checked above; the buffers have the sizes required.
+                        unsafe {
+                            legacy_unpack_simd(
+                                ty, nb, &w, wrow, nr, &mut wq, &mut st, &mut dw, &mut mw,
+                            )
+                        };
+                    } else {
+                        legacy_unpack(ty, nb, &w, wrow, nr, &mut wq, &mut st, &mut dw, &mut mw);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    (wq, st, bits(&dw), bits(&mw))
+                };
+                assert!(
+                    run(true) == run(false),
+                    "block {} nr {nr}",
+                    ty.block_bytes()
+                );
+            }
+        }
+    }
+
+    /// The gathering super-block unpacker equals the scalar one for Q4_K, Q5_K and Q6_K.
+    #[test]
+    fn simd_k_unpack_equals_scalar() {
+        if !super::super::super::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        };
+        for kind in [KSimd::Q4K, KSimd::Q5K, KSimd::Q6K] {
+            let (bs, unpack, l16): (usize, UnpackK, bool) = match kind {
+                KSimd::Q4K => (144, unpack_q4k, false),
+                KSimd::Q5K => (176, unpack_q5k, false),
+                KSimd::Q6K => (210, unpack_q6k, true),
+            };
+            for (nr, nb, pad) in [(16, 2, 0), (3, 1, 5), (1, 2, 0)] {
+                let wrow = nb * bs + pad;
+                let w: Vec<u8> = (0..nr * wrow).map(|_| byte()).collect();
+                let run = |simd: bool| {
+                    let mut wq = vec![0u8; nb * K_WQ];
+                    let mut sc = vec![0i32; nb * 16 * ROWS];
+                    let mut mp = vec![0i32; nb * 8 * ROWS];
+                    let mut dw = vec![0f32; nb * ROWS];
+                    let mut mw = vec![0f32; nb * ROWS];
+                    let ns = if l16 { 16 } else { 8 };
+                    let o = KOut {
+                        wq: &mut wq,
+                        sc: &mut sc[..nb * ns * ROWS],
+                        mp: &mut mp,
+                        dw: &mut dw,
+                        mw: &mut mw,
+                    };
+                    if simd {
+                        // SAFETY: AVX-512 checked above; the buffers have the sizes required.
+                        unsafe { k_unpack_simd(kind, nb, &w, wrow, nr, o) };
+                    } else if l16 {
+                        k_unpack::<16>(unpack, bs, nb, &w, wrow, nr, o);
+                    } else {
+                        k_unpack::<32>(unpack, bs, nb, &w, wrow, nr, o);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    (wq, sc, mp, bits(&dw), bits(&mw))
+                };
+                let (a, b) = (run(true), run(false));
+                assert!(a.0 == b.0, "{kind:?} nr {nr}: values");
+                assert!(a.1 == b.1, "{kind:?} nr {nr}: scales");
+                assert!(a.2 == b.2, "{kind:?} nr {nr}: min pairs");
+                assert!(a.3 == b.3 && a.4 == b.4, "{kind:?} nr {nr}: d, dm");
+            }
+        }
+    }
 }
