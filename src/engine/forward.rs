@@ -16,8 +16,8 @@ use rayon::prelude::*;
 /// time: attention (normed input, q, k, v, the head-major output, the token-major output, the
 /// projected output) and the feed-forward network (normed input, gate, up, the projected
 /// output). Both phases share one arena, and inside a phase a buffer takes the place of one
-/// that is no longer read (see [`AttnLayout`] and [`FfnLayout`]), so the batch costs
-/// `n_batch` rows of the wider phase instead of the sum of every buffer.
+/// that is no longer read (see `AttnLayout` and `FfnLayout`), so a token costs the width of
+/// the wider phase instead of the sum of every buffer.
 ///
 /// A layer takes at most [`LAYER_ROWS`] tokens at a time: a larger batch goes through each
 /// layer in even parts (every token is computed exactly as in one part: each row of a matmul,
@@ -43,8 +43,9 @@ pub struct State {
 }
 
 /// The most tokens a layer processes at a time. Each part is one more pass over the layer's
-/// weights, which stay in cache between parts; the batched matmul kernels repack their
-/// weights per pass, so parts much smaller than this cost prefill speed.
+/// weights, which stay in cache between parts, but the batched matmul kernels unpack the
+/// weights again for each: a 512-token pass in two parts takes about 2% more CPU time on
+/// Gemma 3 (Q5_0, Q4_K, Q6_K), nothing measurable on SmolLM2 (Q4_1); smaller parts cost more.
 pub const LAYER_ROWS: usize = 256;
 
 /// Widths (values per token) of the attention phase's slots, in arena order:
