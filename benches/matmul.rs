@@ -14,14 +14,19 @@ use strait::backend::cpu::matmul::{matmul, scratch_bytes};
 use strait::model::WeightView;
 use strait::quant::{self, GgmlType};
 
-const TYPES: [GgmlType; 7] = [
+const TYPES: [GgmlType; 12] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::IQ4NL,
+    GgmlType::IQ4XS,
 ];
 const THREADS: [usize; 2] = [1, 2];
 

@@ -30,11 +30,9 @@ use std::arch::x86_64::*;
 pub const ROWS: usize = 16;
 
 // Batches from which the batched kernels beat one `vec_dot` per output on a 576x1536 matrix,
-// one thread (`benches/matmul.rs`): the gathered unpacking pays from a few vectors, the
-// scalar one (Q2_K, Q3_K, IQ4_XS) from about 16.
+// one thread (`benches/matmul.rs`).
 const LEGACY_MIN_BATCH: usize = 4;
 const K_MIN_BATCH: usize = 8;
-const K_MIN_BATCH_SCALAR: usize = 16;
 const COLS: usize = 4;
 
 /// `put(c, &out)`: `out[r] = dot(w row r, a row c)` for `r < nr`, every `c < nc`; rows are
@@ -116,15 +114,27 @@ pub fn gemm(ty: GgmlType) -> Option<Gemm> {
         }),
         GgmlType::Q2K => k(
             |c, w, wr, nr, a, ar, nc, p| {
-                k_gemm::<16>(unpack_q2k, None, 84, c, w, wr, nr, a, ar, nc, p)
+                k_gemm::<16>(unpack_q2k, Some(KSimd::Q2K), 84, c, w, wr, nr, a, ar, nc, p)
             },
-            K_MIN_BATCH_SCALAR,
+            K_MIN_BATCH,
         ),
         GgmlType::Q3K => k(
             |c, w, wr, nr, a, ar, nc, p| {
-                k_gemm::<16>(unpack_q3k, None, 110, c, w, wr, nr, a, ar, nc, p)
+                k_gemm::<16>(
+                    unpack_q3k,
+                    Some(KSimd::Q3K),
+                    110,
+                    c,
+                    w,
+                    wr,
+                    nr,
+                    a,
+                    ar,
+                    nc,
+                    p,
+                )
             },
-            K_MIN_BATCH_SCALAR,
+            K_MIN_BATCH,
         ),
         GgmlType::Q4K => k(
             |c, w, wr, nr, a, ar, nc, p| {
@@ -182,9 +192,21 @@ pub fn gemm(ty: GgmlType) -> Option<Gemm> {
         ),
         GgmlType::IQ4XS => k(
             |c, w, wr, nr, a, ar, nc, p| {
-                k_gemm::<32>(unpack_iq4xs, None, 136, c, w, wr, nr, a, ar, nc, p)
+                k_gemm::<32>(
+                    unpack_iq4xs,
+                    Some(KSimd::Iq4Xs),
+                    136,
+                    c,
+                    w,
+                    wr,
+                    nr,
+                    a,
+                    ar,
+                    nc,
+                    p,
+                )
             },
-            K_MIN_BATCH_SCALAR,
+            K_MIN_BATCH,
         ),
         _ => return None,
     })
@@ -785,9 +807,12 @@ fn k_unpack<const L: usize>(
 /// The super-block formats [`k_unpack_simd`] gathers.
 #[derive(Clone, Copy, Debug)]
 enum KSimd {
+    Q2K,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
+    Iq4Xs,
 }
 
 /// [`k_unpack`] with one 16-row gather per word.
@@ -796,11 +821,15 @@ enum KSimd {
 /// The CPU must have AVX-512 F/BW/VL/VNNI and F16C; `w` must hold `nr` rows `wrow` bytes apart
 /// of `nb` super-blocks of `kind`, `wrow * 16` must fit an i32, and `o` must hold `nb` groups.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)]
 unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize, o: KOut<'_>) {
     let bs = match kind {
+        KSimd::Q2K => 84,
+        KSimd::Q3K => 110,
         KSimd::Q4K => 144,
         KSimd::Q5K => 176,
         KSimd::Q6K => 210,
+        KSimd::Iq4Xs => 136,
     };
     let rows: [i32; ROWS] = std::array::from_fn(|j| (j.min(nr - 1) * wrow) as i32);
     let idx = _mm512_loadu_si512(rows.as_ptr() as *const _);
@@ -808,7 +837,22 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
     let and = _mm512_and_si512;
     let or = _mm512_or_si512;
     let half = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
-    let ns = if let KSimd::Q6K = kind { 16 } else { 8 };
+    let ns = match kind {
+        KSimd::Q2K | KSimd::Q3K | KSimd::Q6K => 16,
+        _ => 8,
+    };
+    // Pairs of i16 factors of two sub-blocks of 16 from their 32-bit values.
+    let pairs = |v: &[__m512i; 16], m: &mut [__m512i; 8]| {
+        for (p, m) in m.iter_mut().enumerate() {
+            *m = or(
+                and(v[2 * p], c(0xFFFF)),
+                _mm512_slli_epi32::<16>(v[2 * p + 1]),
+            );
+        }
+    };
+    let neg =
+        |x: __m512| _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), c(i32::MIN)));
+    let iq4 = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const _));
     for b in 0..nb {
         // Every gathered word lies inside super-block b of a row below `nr`.
         let p = w.as_ptr().add(b * bs);
@@ -870,6 +914,107 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
                     }
                 }
             }
+            KSimd::Q2K => {
+                let tail = gather(80);
+                d = half(tail);
+                dm = neg(half(_mm512_srli_epi32::<16>(tail)));
+                for h in 0..2 {
+                    for i in 0..8 {
+                        let raw = gather(16 + 32 * h + 4 * i);
+                        for j in 0..4u32 {
+                            let v = _mm512_srl_epi32(raw, _mm_cvtsi32_si128(2 * j as i32));
+                            put(32 * h + 8 * j as usize + i, and(v, c(0x0303_0303)));
+                        }
+                    }
+                }
+                let mut m16 = [_mm512_setzero_si512(); 16];
+                for k in 0..4 {
+                    let v = gather(4 * k);
+                    for b in 0..4 {
+                        let byte = and(
+                            _mm512_srl_epi32(v, _mm_cvtsi32_si128(8 * b as i32)),
+                            c(0xFF),
+                        );
+                        scales[4 * k + b] = and(byte, c(0xF));
+                        m16[4 * k + b] = _mm512_srli_epi32::<4>(byte);
+                    }
+                }
+                pairs(&m16, &mut mins);
+            }
+            KSimd::Q3K => {
+                d = half(_mm512_srli_epi32::<16>(gather(106)));
+                dm = _mm512_mul_ps(d, _mm512_set1_ps(-4.0));
+                let hm: [__m512i; 8] = std::array::from_fn(|i| gather(4 * i));
+                for h in 0..2 {
+                    for i in 0..8 {
+                        let raw = gather(32 + 32 * h + 4 * i);
+                        for k in 0..4 {
+                            let low = and(
+                                _mm512_srl_epi32(raw, _mm_cvtsi32_si128(2 * k as i32)),
+                                c(0x0303_0303),
+                            );
+                            let high = and(
+                                _mm512_srl_epi32(hm[i], _mm_cvtsi32_si128((4 * h + k) as i32)),
+                                c(0x0101_0101),
+                            );
+                            put(32 * h + 8 * k + i, or(low, _mm512_slli_epi32::<2>(high)));
+                        }
+                    }
+                }
+                // q3k_scales on 16 rows at once.
+                let (d0, d1, d2) = (gather(96), gather(100), gather(104));
+                let byte = |v: __m512i, k: usize| {
+                    and(
+                        _mm512_srl_epi32(v, _mm_cvtsi32_si128(8 * k as i32)),
+                        c(0xFF),
+                    )
+                };
+                for j in 0..16 {
+                    let sj = if j % 8 < 4 { d0 } else { d1 };
+                    let low = if j < 8 {
+                        and(byte(sj, j % 4), c(0xF))
+                    } else {
+                        _mm512_srli_epi32::<4>(byte(sj, j % 4))
+                    };
+                    let high = and(
+                        _mm512_srl_epi32(byte(d2, j % 4), _mm_cvtsi32_si128(2 * (j / 4) as i32)),
+                        c(3),
+                    );
+                    scales[j] = _mm512_sub_epi32(or(low, _mm512_slli_epi32::<4>(high)), c(32));
+                }
+                pairs(&scales, &mut mins);
+            }
+            KSimd::Iq4Xs => {
+                let head = gather(0);
+                d = half(head);
+                dm = _mm512_mul_ps(d, _mm512_set1_ps(-128.0));
+                let sh = _mm512_srli_epi32::<16>(head);
+                let sl = gather(4);
+                for ib in 0..8 {
+                    let lo = and(
+                        _mm512_srl_epi32(
+                            sl,
+                            _mm_cvtsi32_si128((8 * (ib / 2) + 4 * (ib % 2)) as i32),
+                        ),
+                        c(0xF),
+                    );
+                    let hi = and(_mm512_srl_epi32(sh, _mm_cvtsi32_si128(2 * ib as i32)), c(3));
+                    scales[ib] = _mm512_sub_epi32(or(lo, _mm512_slli_epi32::<4>(hi)), c(32));
+                    mins[ib] = scales[ib];
+                    for i in 0..4 {
+                        let raw = gather(8 + 16 * ib + 4 * i);
+                        // kvalues + 128, unsigned: flip the sign bit of each looked-up byte.
+                        let look = |n: __m512i| {
+                            _mm512_xor_si512(_mm512_shuffle_epi8(iq4, n), _mm512_set1_epi8(-128))
+                        };
+                        put(8 * ib + i, look(and(raw, c(0x0F0F_0F0F))));
+                        put(
+                            8 * ib + 4 + i,
+                            look(and(_mm512_srli_epi32::<4>(raw), c(0x0F0F_0F0F))),
+                        );
+                    }
+                }
+            }
             KSimd::Q6K => {
                 d = half(_mm512_srli_epi32::<16>(gather(206)));
                 dm = _mm512_mul_ps(d, _mm512_set1_ps(-32.0));
@@ -915,8 +1060,8 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
         }
         for (pi, m) in mins.iter().enumerate() {
             let pair = match kind {
-                KSimd::Q6K => *m,
-                _ => or(*m, _mm512_slli_epi32::<16>(*m)),
+                KSimd::Q2K | KSimd::Q3K | KSimd::Q6K => *m,
+                _ => or(and(*m, c(0xFFFF)), _mm512_slli_epi32::<16>(*m)),
             };
             _mm512_storeu_si512(mp.add(pi * ROWS) as *mut _, pair);
         }
@@ -1044,7 +1189,7 @@ mod tests {
         }
     }
 
-    /// The gathering super-block unpacker equals the scalar one for Q4_K, Q5_K and Q6_K.
+    /// The gathering super-block unpacker equals the scalar one for every super-block format.
     #[test]
     fn simd_k_unpack_equals_scalar() {
         if !super::super::super::has_avx512() {
@@ -1058,11 +1203,21 @@ mod tests {
             seed ^= seed << 17;
             seed as u8
         };
-        for kind in [KSimd::Q4K, KSimd::Q5K, KSimd::Q6K] {
+        for kind in [
+            KSimd::Q2K,
+            KSimd::Q3K,
+            KSimd::Q4K,
+            KSimd::Q5K,
+            KSimd::Q6K,
+            KSimd::Iq4Xs,
+        ] {
             let (bs, unpack, l16): (usize, UnpackK, bool) = match kind {
+                KSimd::Q2K => (84, unpack_q2k, true),
+                KSimd::Q3K => (110, unpack_q3k, true),
                 KSimd::Q4K => (144, unpack_q4k, false),
                 KSimd::Q5K => (176, unpack_q5k, false),
                 KSimd::Q6K => (210, unpack_q6k, true),
+                KSimd::Iq4Xs => (136, unpack_iq4xs, false),
             };
             for (nr, nb, pad) in [(16, 2, 0), (3, 1, 5), (1, 2, 0)] {
                 let wrow = nb * bs + pad;
