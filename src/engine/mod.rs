@@ -209,7 +209,8 @@ impl<'m> Engine<'m> {
         let kd = c.k_dim();
         let (kr, vr) = (self.kv.k_row, self.kv.v_row);
         let cs = &mut self.state.rope_cs[..c.n_rot];
-        let tmp = &mut self.state.k[..kd];
+        // One key row of scratch: the arena holds at least one token of k (free between passes).
+        let tmp = &mut self.state.arena[..kd];
         for il in 0..c.n_layer {
             let (base, scale) = c.rope_of(il);
             crate::backend::cpu::rope_cache(cs, -(n_discard as i64), base, scale, rope_factors);
