@@ -118,15 +118,26 @@ unsafe fn dot_impl<L: Load16>(n: usize, x: &[u8], y: &[u8]) -> f32 {
     let mut acc = [_mm512_setzero_ps(); 4];
     let mut i = 0;
     let ahead = ahead() / (2 * L::SIZE);
-    // SAFETY (whole loop): `i + 64 <= n` values lie in both rows, checked by `count`.
-    while i + 64 <= n {
+    // SAFETY (whole loop): `i + 128 <= n` values lie in both rows, checked by `count`.
+    while i + 128 <= n {
         if ahead > 0 {
             // As in the k-quant dot: both rows, the weights also past the end of this row.
-            prefetch(px.wrapping_add((i + ahead) * L::SIZE), 64 * L::SIZE);
-            if i + ahead + 64 <= n {
-                prefetch(py.wrapping_add((i + ahead) * L::SIZE), 64 * L::SIZE);
+            prefetch(px.wrapping_add((i + ahead) * L::SIZE), 128 * L::SIZE);
+            if i + ahead + 128 <= n {
+                prefetch(py.wrapping_add((i + ahead) * L::SIZE), 128 * L::SIZE);
             }
         }
+        // Two rounds of the four accumulators, in the order of the loop below.
+        for r in 0..2 {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let o = (i + 64 * r + 16 * k) * L::SIZE;
+                unsafe { *a = _mm512_fmadd_ps(L::full16(px.add(o)), L::full16(py.add(o)), *a) };
+            }
+        }
+        i += 128;
+    }
+    // SAFETY (whole loop): `i + 64 <= n` values lie in both rows, checked by `count`.
+    while i + 64 <= n {
         for (k, a) in acc.iter_mut().enumerate() {
             let o = (i + 16 * k) * L::SIZE;
             unsafe { *a = _mm512_fmadd_ps(L::full16(px.add(o)), L::full16(py.add(o)), *a) };
