@@ -7,6 +7,7 @@
 //! subnormal inputs and products as zero, which no bf16 weight or activation of a real model
 //! reaches (products of normal bf16 values above 2^-126 are unaffected).
 
+use super::kquants::{ahead, prefetch};
 use crate::quant::{GgmlType, Kernels};
 use std::arch::x86_64::*;
 
@@ -116,6 +117,25 @@ unsafe fn dot_impl<L: Load16>(n: usize, x: &[u8], y: &[u8]) -> f32 {
     let (px, py) = (x.as_ptr(), y.as_ptr());
     let mut acc = [_mm512_setzero_ps(); 4];
     let mut i = 0;
+    let ahead = ahead() / (2 * L::SIZE);
+    // SAFETY (whole loop): `i + 128 <= n` values lie in both rows, checked by `count`.
+    while i + 128 <= n {
+        if ahead > 0 {
+            // As in the k-quant dot: both rows, the weights also past the end of this row.
+            prefetch(px.wrapping_add((i + ahead) * L::SIZE), 128 * L::SIZE);
+            if i + ahead + 128 <= n {
+                prefetch(py.wrapping_add((i + ahead) * L::SIZE), 128 * L::SIZE);
+            }
+        }
+        // Two rounds of the four accumulators, in the order of the loop below.
+        for r in 0..2 {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let o = (i + 64 * r + 16 * k) * L::SIZE;
+                unsafe { *a = _mm512_fmadd_ps(L::full16(px.add(o)), L::full16(py.add(o)), *a) };
+            }
+        }
+        i += 128;
+    }
     // SAFETY (whole loop): `i + 64 <= n` values lie in both rows, checked by `count`.
     while i + 64 <= n {
         for (k, a) in acc.iter_mut().enumerate() {
@@ -166,8 +186,16 @@ unsafe fn dot_bf16_dp(n: usize, x: &[u8], y: &[u8]) -> f32 {
     let (px, py) = (x.as_ptr(), y.as_ptr());
     let mut acc = [_mm512_setzero_ps(); 4];
     let mut i = 0;
+    let ahead = ahead() / 4;
     // SAFETY (whole loop): `i + 128 <= n` values lie in both rows.
     while i + 128 <= n {
+        if ahead > 0 {
+            // As in `dot_impl`.
+            prefetch(px.wrapping_add((i + ahead) * 2), 256);
+            if i + ahead + 128 <= n {
+                prefetch(py.wrapping_add((i + ahead) * 2), 256);
+            }
+        }
         for (k, a) in acc.iter_mut().enumerate() {
             let o = (i + 32 * k) * 2;
             unsafe {

@@ -7,6 +7,7 @@
 //! Dequantization multiplies the same two f32 values as the scalar code, so it is identical.
 
 use super::super::avx2::iq4::{f16_to_f32, xs_scales, Nl4};
+use super::kquants::{ahead, prefetch};
 use crate::quant::blocks::{as_blocks, BlockQ8K, BlockQ8_0};
 use crate::quant::fp4::BlockMxfp4;
 use crate::quant::iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES_IQ4NL};
@@ -80,35 +81,69 @@ fn dot_biased(xu: __m512i, y: __m512i) -> __m512i {
     _mm512_sub_epi32(s, t)
 }
 
+/// The scales and the integer dots of blocks k and k + 1 (k < nb), both prefetched `ahead`
+/// blocks before they are read.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn pair<B: Nl4>(
+    x: &[B],
+    y: &[BlockQ8_0],
+    k: usize,
+    nb: usize,
+    ahead: usize,
+    table: __m512i,
+    spread: __m512i,
+) -> (__m512, __m512) {
+    if ahead > 0 {
+        let (px, py) = (x.as_ptr() as *const u8, y.as_ptr() as *const u8);
+        // As in the k-quant dot: both rows, the weights also past the end of this row.
+        prefetch(
+            px.wrapping_add((k + ahead) * size_of::<B>()),
+            2 * size_of::<B>(),
+        );
+        if k + ahead + 1 < nb {
+            prefetch(py.wrapping_add((k + ahead) * 34), 68);
+        }
+    }
+    let (xa, ya) = (&x[k], &y[k]);
+    // A last odd block pairs with itself and zero activations, its lanes masked off.
+    let (xb, qyb, yd_b, keep) = if k + 1 < nb {
+        (&x[k + 1], load32(&y[k + 1].qs), y[k + 1].d.0, 0xffff)
+    } else {
+        (xa, _mm256_setzero_si256(), [0, 0], 0x00ff)
+    };
+    // SAFETY: f16c is enabled here.
+    let d = unsafe { B::scales2(xa, xb, ya.d.0, yd_b) };
+    let d = _mm512_maskz_permutexvar_ps(keep, spread, _mm512_castps128_ps512(d));
+    let xu = lookup64(load16(xa.qs()), load16(xb.qs()), table);
+    let yv = _mm512_inserti64x4(_mm512_castsi256_si512(load32(&ya.qs)), qyb, 1);
+    (d, _mm512_cvtepi32_ps(dot_biased(xu, yv)))
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn dot_nl<B: Nl4>(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     let x: &[B] = as_blocks(&vx[..vx.len() / size_of::<B>() * size_of::<B>()]);
     let y: &[BlockQ8_0] = as_blocks(&vy[..vy.len() / 34 * 34]);
     let nb = (n / 32).min(x.len()).min(y.len());
     let table = table512(&B::TABLE, -128);
-    let mut acc = [_mm512_setzero_ps(); 2];
+    let ahead = ahead() / (size_of::<B>() + 34);
     // Lanes 0..8 take the scale in lane 0 (block a), lanes 8..16 the one in lane 2 (block b).
     let spread = _mm512_mask_blend_epi32(0xff00, _mm512_setzero_si512(), _mm512_set1_epi32(2));
+    // Pairs of blocks go to two accumulators in turn, two pairs a step so that both stay in
+    // registers.
+    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let mut k = 0;
     while k < nb {
-        let (xa, ya) = (&x[k], &y[k]);
-        // A last odd block pairs with itself and zero activations, its lanes masked off.
-        let (xb, qyb, yd_b, keep) = if k + 1 < nb {
-            (&x[k + 1], load32(&y[k + 1].qs), y[k + 1].d.0, 0xffff)
-        } else {
-            (xa, _mm256_setzero_si256(), [0, 0], 0x00ff)
-        };
-        // SAFETY: f16c is enabled here.
-        let d = unsafe { B::scales2(xa, xb, ya.d.0, yd_b) };
-        let d = _mm512_maskz_permutexvar_ps(keep, spread, _mm512_castps128_ps512(d));
-        let xu = lookup64(load16(xa.qs()), load16(xb.qs()), table);
-        let yv = _mm512_inserti64x4(_mm512_castsi256_si512(load32(&ya.qs)), qyb, 1);
-        let s = _mm512_cvtepi32_ps(dot_biased(xu, yv));
-        let a = &mut acc[(k / 2) & 1];
-        *a = _mm512_fmadd_ps(d, s, *a);
-        k += 2;
+        let (d, s) = pair(x, y, k, nb, ahead, table, spread);
+        acc0 = _mm512_fmadd_ps(d, s, acc0);
+        if k + 2 >= nb {
+            break;
+        }
+        let (d, s) = pair(x, y, k + 2, nb, ahead, table, spread);
+        acc1 = _mm512_fmadd_ps(d, s, acc1);
+        k += 4;
     }
-    _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+    _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
 }
 
 /// IQ4_XS: four registers of 64 values per super-block. The levels are signed here and the
@@ -130,7 +165,17 @@ unsafe fn dot_xs(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
         )
     });
     let mut acc = _mm512_setzero_ps();
-    for (bx, by) in x.iter().zip(y).take(n / QK_K) {
+    let ahead = ahead() / (136 + 292);
+    let nb = (n / QK_K).min(x.len()).min(y.len());
+    let (px, py) = (x.as_ptr() as *const u8, y.as_ptr() as *const u8);
+    for (i, (bx, by)) in x.iter().zip(y).take(nb).enumerate() {
+        if ahead > 0 {
+            // As in the k-quant dot.
+            prefetch(px.wrapping_add((i + ahead) * 136), 136);
+            if i + ahead < nb {
+                prefetch(py.wrapping_add((i + ahead) * 292), 292);
+            }
+        }
         let ls = xs_scales(bx);
         // SAFETY: `ls` is 16 readable bytes.
         let ls = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(ls.as_ptr() as *const __m128i) });
