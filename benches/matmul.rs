@@ -4,9 +4,10 @@
 //! `cargo bench --bench matmul -- --warm-up-time 1 --measurement-time 2 [filter]`
 //!
 //! Groups: `matvec/4096x4096x4` and `matvec/576x1536x30` (B = 1 over model-sized working sets
-//! of 15-30 MB or more, in weight bytes per second: compare with `sum` of the same group) and
-//! `batch/576x1536` (B = 1, 8, 32, 128, 512, in tokens per second). Wall time: on a shared machine
-//! run the matvec and its `sum` back to back and compare only within one run.
+//! of 15-30 MB or more, in weight bytes per second: compare with `sum` of the same group),
+//! `batch/576x1536` (B = 1, 8, 32, 128, 512, in tokens per second) and `dispatch` (a rayon job
+//! of 2 or 8 one-microsecond tasks against the same tasks on one thread). Wall time: on a
+//! shared machine run the matvec and its `sum` back to back and compare only within one run.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use rayon::prelude::*;
@@ -154,11 +155,36 @@ fn batch(c: &mut Criterion) {
     g.finish();
 }
 
+/// What handing out a job costs on 2 threads: `chunks` tasks of about a microsecond each (an
+/// 8th to a 16th of a 576x1536 Q4_1 matvec on one thread), through rayon and on the calling
+/// thread alone. Overhead per job: the rayon time less half the serial time.
+fn dispatch(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dispatch");
+    let p = pool(2);
+    let work = |i: usize| {
+        let mut a = i as u64;
+        for _ in 0..1000 {
+            a = std::hint::black_box(a.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        std::hint::black_box(a);
+    };
+    for chunks in [2usize, 8] {
+        g.bench_function(BenchmarkId::new("serial", chunks), |b| {
+            timed(&p, b, || (0..chunks).for_each(work))
+        });
+        g.bench_function(BenchmarkId::new("rayon", chunks), |b| {
+            timed(&p, b, || (0..chunks).into_par_iter().for_each(work))
+        });
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     // Four 4096x4096 matrices: 37-71 MB, more than the 32 MiB L3 of the test machine.
     matvec(c, 4096, 4096, 4);
     matvec(c, 576, 1536, 30);
     batch(c);
+    dispatch(c);
 }
 
 criterion::criterion_group!(group, benches);
