@@ -211,11 +211,19 @@ unsafe fn dot_pairs<T: Legacy>(n: usize, x: &[u8], y: &[u8]) -> f32 {
         sums: [_mm512_setzero_ps(); 2],
         mins: _mm_setzero_ps(),
     };
+    let ahead = super::kquants::ahead() / (T::BS + ybs);
     let mut i = 0;
     while i + 4 <= nb {
         // SAFETY: blocks i .. i + 4 lie inside `x` and `y`.
         let xs = std::array::from_fn(|k| px.add((i + k) * T::BS));
         let ys = std::array::from_fn(|k| py.add((i + k) * ybs));
+        if ahead > 0 {
+            // As the k-quant dots: the weights past this row are the next row of a matrix.
+            super::kquants::prefetch(xs[0].wrapping_add(ahead * T::BS), 4 * T::BS);
+            if i + 4 + ahead <= nb {
+                super::kquants::prefetch(ys[0].add(ahead * ybs), 4 * ybs);
+            }
+        }
         add_group::<T>(&mut acc, xs, ys, 4);
         i += 4;
     }
