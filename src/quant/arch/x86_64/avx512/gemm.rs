@@ -222,22 +222,26 @@ pub fn gemm(ty: GgmlType) -> Option<Gemm> {
             K_MIN_BATCH,
         ),
         GgmlType::F16 => float(
-            |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::F16, c, w, wr, nr, a, ar, nc, p),
+            |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::F16, false, c, w, wr, nr, a, ar, nc, p),
             |cols, x, dst| prepare_float(Float::F16, cols, x, dst),
         ),
-        // BF16 pairs straight into `vdpbf16ps`, as the BF16 dot product does where it can.
+        // BF16 pairs straight into `vdpbf16ps`, as the BF16 dot product does where it can:
+        // a gathered word is a pair of values of one row, a broadcast word the same pair of an
+        // activation row; like that dot product, subnormal inputs and products count as zero.
         GgmlType::BF16 if is_x86_feature_detected!("avx512bf16") => Gemm {
-            run: bf16_gemm,
+            run: |c, w, wr, nr, a, ar, nc, p| {
+                float_gemm(Float::BF16, true, c, w, wr, nr, a, ar, nc, p)
+            },
             prepare: None,
             prep_bytes: |_| 0,
             min_batch: FLOAT_MIN_BATCH,
         },
         GgmlType::BF16 => float(
-            |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::BF16, c, w, wr, nr, a, ar, nc, p),
+            |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::BF16, false, c, w, wr, nr, a, ar, nc, p),
             |cols, x, dst| prepare_float(Float::BF16, cols, x, dst),
         ),
         GgmlType::F32 => float(
-            |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::F32, c, w, wr, nr, a, ar, nc, p),
+            |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::F32, false, c, w, wr, nr, a, ar, nc, p),
             |cols, x, dst| prepare_float(Float::F32, cols, x, dst),
         ),
         _ => return None,
@@ -1212,6 +1216,7 @@ const FCOLS: usize = 8;
 #[allow(clippy::too_many_arguments)]
 fn float_gemm(
     ty: Float,
+    dp: bool,
     cols: usize,
     w: &[u8],
     wrow: usize,
@@ -1222,15 +1227,17 @@ fn float_gemm(
     put: &mut dyn FnMut(usize, &[f32]),
 ) -> bool {
     let vb = ty.bytes();
+    // Bytes per activation value: f32 as prepared, or the BF16 dot type itself with `dp`.
+    let ab = if dp { 2 } else { 4 };
     // Pairs of 2-byte values are gathered as one word: an even row length keeps the last
     // word inside the row.
     if cols == 0 || nr == 0 || nc == 0 || nr > ROWS || (vb == 2 && !cols.is_multiple_of(2)) {
         return false;
     }
     if wrow < cols * vb
-        || arow < cols * 4
+        || arow < cols * ab
         || w.len() < (nr - 1) * wrow + cols * vb
-        || a.len() < (nc - 1) * arow + cols * 4
+        || a.len() < (nc - 1) * arow + cols * ab
         || ROWS * wrow >= i32::MAX as usize
     {
         return false;
@@ -1242,9 +1249,16 @@ fn float_gemm(
         acc.fill(0.0);
         for k0 in (0..cols).step_by(KC) {
             let kc = (cols - k0).min(KC);
-            // SAFETY: the CPU runs these instructions (see `gemm`); `w` holds `nr` rows of
-            // `cols` values (checked above), `wf` KC * 16 floats.
-            unsafe { float_unpack(ty, k0, kc, w, wrow, nr, wf) };
+            // SAFETY: the CPU runs these instructions (see `gemm`: AVX-512 BF16 with `dp`);
+            // `w` holds `nr` rows of `cols` values (checked above), `wf` KC * 16 floats (or
+            // words of BF16 pairs, the same bytes).
+            unsafe {
+                if dp {
+                    bf16_unpack(k0, kc, w, wrow, nr, bytemuck::cast_slice_mut(wf))
+                } else {
+                    float_unpack(ty, k0, kc, w, wrow, nr, wf)
+                }
+            };
             for c0 in (0..nc).step_by(FCOLS) {
                 let n = (nc - c0).min(FCOLS);
                 let mut part = [[0f32; ROWS]; FCOLS];
@@ -1252,9 +1266,15 @@ fn float_gemm(
                     p.copy_from_slice(&acc[(c0 + k) * ROWS..][..ROWS]);
                 }
                 let ya: [&[u8]; FCOLS] =
-                    std::array::from_fn(|k| &a[(c0 + k.min(n - 1)) * arow + k0 * 4..][..kc * 4]);
-                // SAFETY: as above; every activation slice holds `kc` floats.
-                unsafe { float_kernel(kc, wf, ya, &mut part) };
+                    std::array::from_fn(|k| &a[(c0 + k.min(n - 1)) * arow + k0 * ab..][..kc * ab]);
+                // SAFETY: as above; every activation slice holds `kc` values.
+                unsafe {
+                    if dp {
+                        bf16_kernel(kc, bytemuck::cast_slice(wf), ya, &mut part)
+                    } else {
+                        float_kernel(kc, wf, ya, &mut part)
+                    }
+                };
                 for (k, p) in part.iter().enumerate().take(n) {
                     acc[(c0 + k) * ROWS..][..ROWS].copy_from_slice(p);
                 }
@@ -1332,63 +1352,6 @@ unsafe fn float_kernel(kc: usize, wf: &[f32], ya: [&[u8]; FCOLS], part: &mut [[f
     for c in 0..FCOLS {
         _mm512_storeu_ps(part[c].as_mut_ptr(), acc[c]);
     }
-}
-
-/// BF16 weights against BF16 activations with `vdpbf16ps`: a gathered word is a pair of values
-/// of one row, a broadcast word the same pair of an activation row. Like the BF16 dot product on
-/// this path, subnormal inputs and products count as zero.
-#[allow(clippy::too_many_arguments)]
-fn bf16_gemm(
-    cols: usize,
-    w: &[u8],
-    wrow: usize,
-    nr: usize,
-    a: &[u8],
-    arow: usize,
-    nc: usize,
-    put: &mut dyn FnMut(usize, &[f32]),
-) -> bool {
-    if cols == 0 || !cols.is_multiple_of(2) || nr == 0 || nc == 0 || nr > ROWS {
-        return false;
-    }
-    if wrow < cols * 2
-        || arow < cols * 2
-        || w.len() < (nr - 1) * wrow + cols * 2
-        || a.len() < (nc - 1) * arow + cols * 2
-        || ROWS * wrow >= i32::MAX as usize
-    {
-        return false;
-    }
-    SCRATCH.with(|scratch| {
-        let s = &mut *scratch.borrow_mut();
-        let wp = prefix(&mut s.wi, KC / 2 * ROWS);
-        let acc = prefix(&mut s.acc, nc * ROWS);
-        acc.fill(0.0);
-        for k0 in (0..cols).step_by(KC) {
-            let kc = (cols - k0).min(KC);
-            // SAFETY: `gemm` hands this kernel out only when the CPU has AVX-512 BF16; `w`
-            // holds `nr` rows of `cols` (even) values, checked above; `wp` KC / 2 * 16 words.
-            unsafe { bf16_unpack(k0, kc, w, wrow, nr, wp) };
-            for c0 in (0..nc).step_by(FCOLS) {
-                let n = (nc - c0).min(FCOLS);
-                let mut part = [[0f32; ROWS]; FCOLS];
-                for (k, p) in part.iter_mut().enumerate().take(n) {
-                    p.copy_from_slice(&acc[(c0 + k) * ROWS..][..ROWS]);
-                }
-                let ya: [&[u8]; FCOLS] =
-                    std::array::from_fn(|k| &a[(c0 + k.min(n - 1)) * arow + k0 * 2..][..kc * 2]);
-                // SAFETY: as above; every activation slice holds `kc` values.
-                unsafe { bf16_kernel(kc, wp, ya, &mut part) };
-                for (k, p) in part.iter().enumerate().take(n) {
-                    acc[(c0 + k) * ROWS..][..ROWS].copy_from_slice(p);
-                }
-            }
-        }
-        for c in 0..nc {
-            put(c, &acc[c * ROWS..][..nr]);
-        }
-    });
-    true
 }
 
 /// Pairs `k0..k0 + kc` of 16 rows (past `nr`, the last again), one word per row and pair.
