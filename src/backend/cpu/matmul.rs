@@ -5,10 +5,10 @@
 //! of a weight row with an activation row, accumulated in f32, with the kernels of the path
 //! chosen at start-up (`quant::best`). Rows are split over the rayon threads in a few chunks
 //! per thread; within a chunk, a tile of rows small enough for L1 meets every activation vector
-//! before the next tile is read, so that a batch reads each weight from memory once. For a
-//! large batch on the avx512 path, rows go 16 at a time through a kernel that unpacks them once
-//! for all vectors (`avx512::gemm`: the legacy formats, the K-quants and IQ4_NL/XS). A matrix
-//! too small to pay for waking the other threads runs on the calling thread.
+//! before the next tile is read, so that a batch reads each weight from memory once. From a
+//! few vectors on the avx512 path, rows go 16 at a time through a kernel that unpacks them once
+//! for all vectors (`avx512::gemm`: the legacy formats, the K-quants, IQ4_NL/XS and the float
+//! types). A matrix too small to pay for waking the other threads runs on the calling thread.
 
 use crate::error::{Error, Result};
 use crate::model::WeightView;

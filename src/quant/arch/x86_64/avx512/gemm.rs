@@ -93,11 +93,11 @@ pub fn gemm(ty: GgmlType) -> Option<Gemm> {
         prep_bytes: |cols| cols / 32 * PREP_BLOCK,
         min_batch: LEGACY_MIN_BATCH,
     };
-    let k = |run: GemmFn, min_batch: usize| Gemm {
+    let k = |run: GemmFn| Gemm {
         run,
         prepare: None,
         prep_bytes: |_| 0,
-        min_batch,
+        min_batch: K_MIN_BATCH,
     };
     let float = |run: GemmFn, prepare: PrepareFn| Gemm {
         run,
@@ -125,102 +125,28 @@ pub fn gemm(ty: GgmlType) -> Option<Gemm> {
         GgmlType::IQ4NL => legacy(|c, w, wr, nr, a, ar, nc, p| {
             legacy_gemm::<false>(Legacy::Iq4Nl, c, w, wr, nr, a, ar, nc, p)
         }),
-        GgmlType::Q2K => k(
-            |c, w, wr, nr, a, ar, nc, p| {
-                k_gemm::<16>(unpack_q2k, Some(KSimd::Q2K), 84, c, w, wr, nr, a, ar, nc, p)
-            },
-            K_MIN_BATCH,
-        ),
-        GgmlType::Q3K => k(
-            |c, w, wr, nr, a, ar, nc, p| {
-                k_gemm::<16>(
-                    unpack_q3k,
-                    Some(KSimd::Q3K),
-                    110,
-                    c,
-                    w,
-                    wr,
-                    nr,
-                    a,
-                    ar,
-                    nc,
-                    p,
-                )
-            },
-            K_MIN_BATCH,
-        ),
-        GgmlType::Q4K => k(
-            |c, w, wr, nr, a, ar, nc, p| {
-                k_gemm::<32>(
-                    unpack_q4k,
-                    Some(KSimd::Q4K),
-                    144,
-                    c,
-                    w,
-                    wr,
-                    nr,
-                    a,
-                    ar,
-                    nc,
-                    p,
-                )
-            },
-            K_MIN_BATCH,
-        ),
-        GgmlType::Q5K => k(
-            |c, w, wr, nr, a, ar, nc, p| {
-                k_gemm::<32>(
-                    unpack_q5k,
-                    Some(KSimd::Q5K),
-                    176,
-                    c,
-                    w,
-                    wr,
-                    nr,
-                    a,
-                    ar,
-                    nc,
-                    p,
-                )
-            },
-            K_MIN_BATCH,
-        ),
-        GgmlType::Q6K => k(
-            |c, w, wr, nr, a, ar, nc, p| {
-                k_gemm::<16>(
-                    unpack_q6k,
-                    Some(KSimd::Q6K),
-                    210,
-                    c,
-                    w,
-                    wr,
-                    nr,
-                    a,
-                    ar,
-                    nc,
-                    p,
-                )
-            },
-            K_MIN_BATCH,
-        ),
-        GgmlType::IQ4XS => k(
-            |c, w, wr, nr, a, ar, nc, p| {
-                k_gemm::<32>(
-                    unpack_iq4xs,
-                    Some(KSimd::Iq4Xs),
-                    136,
-                    c,
-                    w,
-                    wr,
-                    nr,
-                    a,
-                    ar,
-                    nc,
-                    p,
-                )
-            },
-            K_MIN_BATCH,
-        ),
+        GgmlType::Q2K => {
+            k(|c, w, wr, nr, a, ar, nc, p| k_gemm::<16>(KFormat::Q2K, c, w, wr, nr, a, ar, nc, p))
+        }
+        GgmlType::Q3K => {
+            k(|c, w, wr, nr, a, ar, nc, p| k_gemm::<16>(KFormat::Q3K, c, w, wr, nr, a, ar, nc, p))
+        }
+        GgmlType::Q4K => {
+            k(|c, w, wr, nr, a, ar, nc, p| k_gemm::<32>(KFormat::Q4K, c, w, wr, nr, a, ar, nc, p))
+        }
+        GgmlType::Q5K => {
+            k(|c, w, wr, nr, a, ar, nc, p| k_gemm::<32>(KFormat::Q5K, c, w, wr, nr, a, ar, nc, p))
+        }
+        GgmlType::Q6K => {
+            k(|c, w, wr, nr, a, ar, nc, p| k_gemm::<16>(KFormat::Q6K, c, w, wr, nr, a, ar, nc, p))
+        }
+        GgmlType::IQ4XS => {
+            k(
+                |c, w, wr, nr, a, ar, nc, p| {
+                    k_gemm::<32>(KFormat::Iq4Xs, c, w, wr, nr, a, ar, nc, p)
+                },
+            )
+        }
         GgmlType::F16 => float(
             |c, w, wr, nr, a, ar, nc, p| float_gemm(Float::F16, false, c, w, wr, nr, a, ar, nc, p),
             |cols, x, dst| prepare_float(Float::F16, cols, x, dst),
@@ -741,9 +667,7 @@ const K_WQ: usize = QK_K / 4 * ROWS * 4;
 
 #[allow(clippy::too_many_arguments)]
 fn k_gemm<const L: usize>(
-    unpack: UnpackK,
-    simd: Option<KSimd>,
-    bs: usize,
+    kind: KFormat,
     cols: usize,
     w: &[u8],
     wrow: usize,
@@ -753,6 +677,7 @@ fn k_gemm<const L: usize>(
     nc: usize,
     put: &mut dyn FnMut(usize, &[f32]),
 ) -> bool {
+    let bs = kind.bytes();
     let nb = cols / QK_K;
     if !cols.is_multiple_of(QK_K) || nb == 0 || nr == 0 || nc == 0 || nr > ROWS {
         return false;
@@ -773,13 +698,12 @@ fn k_gemm<const L: usize>(
         let dw = prefix(&mut s.dw, nb * ROWS);
         let mw = prefix(&mut s.mw, nb * ROWS);
         let out = KOut { wq, sc, mp, dw, mw };
-        match simd {
-            Some(kind) if ROWS * wrow < i32::MAX as usize => {
-                // SAFETY: the CPU runs these instructions (see `gemm`); `w` holds `nr` rows of
-                // `nb` super-blocks of `kind` (checked above), `out` `nb` groups.
-                unsafe { k_unpack_simd(kind, nb, w, wrow, nr, out) }
-            }
-            _ => k_unpack::<L>(unpack, bs, nb, w, wrow, nr, out),
+        if ROWS * wrow < i32::MAX as usize {
+            // SAFETY: the CPU runs these instructions (see `gemm`); `w` holds `nr` rows of
+            // `nb` super-blocks of `kind` (checked above), `out` `nb` groups.
+            unsafe { k_unpack_simd(kind, nb, w, wrow, nr, out) }
+        } else {
+            k_unpack::<L>(kind.scalar(), bs, nb, w, wrow, nr, out)
         }
         let mut res = [[0f32; ROWS]; COLS];
         for c0 in (0..nc).step_by(COLS) {
@@ -842,15 +766,46 @@ fn k_unpack<const L: usize>(
     }
 }
 
-/// The super-block formats [`k_unpack_simd`] gathers.
+/// The super-block formats of the batched kernel.
 #[derive(Clone, Copy, Debug)]
-enum KSimd {
+enum KFormat {
     Q2K,
     Q3K,
     Q4K,
     Q5K,
     Q6K,
     Iq4Xs,
+}
+
+impl KFormat {
+    fn bytes(self) -> usize {
+        match self {
+            KFormat::Q2K => 84,
+            KFormat::Q3K => 110,
+            KFormat::Q4K => 144,
+            KFormat::Q5K => 176,
+            KFormat::Q6K => 210,
+            KFormat::Iq4Xs => 136,
+        }
+    }
+
+    /// Sub-blocks of 16 values (else of 32).
+    fn sub16(self) -> bool {
+        matches!(self, KFormat::Q2K | KFormat::Q3K | KFormat::Q6K)
+    }
+
+    /// The scalar unpacking of one super-block: the specification of `k_unpack_simd`, and its
+    /// fallback for rows too far apart for 32-bit gather offsets.
+    fn scalar(self) -> UnpackK {
+        match self {
+            KFormat::Q2K => unpack_q2k,
+            KFormat::Q3K => unpack_q3k,
+            KFormat::Q4K => unpack_q4k,
+            KFormat::Q5K => unpack_q5k,
+            KFormat::Q6K => unpack_q6k,
+            KFormat::Iq4Xs => unpack_iq4xs,
+        }
+    }
 }
 
 /// [`k_unpack`] with one 16-row gather per word.
@@ -860,25 +815,15 @@ enum KSimd {
 /// of `nb` super-blocks of `kind`, `wrow * 16` must fit an i32, and `o` must hold `nb` groups.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::needless_range_loop)]
-unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize, o: KOut<'_>) {
-    let bs = match kind {
-        KSimd::Q2K => 84,
-        KSimd::Q3K => 110,
-        KSimd::Q4K => 144,
-        KSimd::Q5K => 176,
-        KSimd::Q6K => 210,
-        KSimd::Iq4Xs => 136,
-    };
+unsafe fn k_unpack_simd(kind: KFormat, nb: usize, w: &[u8], wrow: usize, nr: usize, o: KOut<'_>) {
+    let bs = kind.bytes();
     let rows: [i32; ROWS] = std::array::from_fn(|j| (j.min(nr - 1) * wrow) as i32);
     let idx = _mm512_loadu_si512(rows.as_ptr() as *const _);
     let c = _mm512_set1_epi32;
     let and = _mm512_and_si512;
     let or = _mm512_or_si512;
     let half = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
-    let ns = match kind {
-        KSimd::Q2K | KSimd::Q3K | KSimd::Q6K => 16,
-        _ => 8,
-    };
+    let ns = if kind.sub16() { 16 } else { 8 };
     // Pairs of i16 factors of two sub-blocks of 16 from their 32-bit values.
     let pairs = |v: &[__m512i; 16], m: &mut [__m512i; 8]| {
         for (p, m) in m.iter_mut().enumerate() {
@@ -903,7 +848,7 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
         let mut scales = [_mm512_setzero_si512(); 16];
         let mut mins = [_mm512_setzero_si512(); 8];
         match kind {
-            KSimd::Q4K | KSimd::Q5K => {
+            KFormat::Q4K | KFormat::Q5K => {
                 let head = gather(0);
                 d = half(head);
                 // -dmin, by its sign bit as the scalar negation.
@@ -926,7 +871,7 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
                     scales[4 + k] = or(and(byte(d2, j), c(0xF)), hi_s);
                     mins[4 + k] = or(_mm512_srli_epi32::<4>(byte(d2, j)), hi_m);
                 }
-                let (qs, qh) = if let KSimd::Q5K = kind {
+                let (qs, qh) = if let KFormat::Q5K = kind {
                     (48, Some(16))
                 } else {
                     (16, None)
@@ -952,7 +897,7 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
                     }
                 }
             }
-            KSimd::Q2K => {
+            KFormat::Q2K => {
                 let tail = gather(80);
                 d = half(tail);
                 dm = neg(half(_mm512_srli_epi32::<16>(tail)));
@@ -979,7 +924,7 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
                 }
                 pairs(&m16, &mut mins);
             }
-            KSimd::Q3K => {
+            KFormat::Q3K => {
                 d = half(_mm512_srli_epi32::<16>(gather(106)));
                 dm = _mm512_mul_ps(d, _mm512_set1_ps(-4.0));
                 let hm: [__m512i; 8] = std::array::from_fn(|i| gather(4 * i));
@@ -1022,7 +967,7 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
                 }
                 pairs(&scales, &mut mins);
             }
-            KSimd::Iq4Xs => {
+            KFormat::Iq4Xs => {
                 let head = gather(0);
                 d = half(head);
                 dm = _mm512_mul_ps(d, _mm512_set1_ps(-128.0));
@@ -1053,7 +998,7 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
                     }
                 }
             }
-            KSimd::Q6K => {
+            KFormat::Q6K => {
                 d = half(_mm512_srli_epi32::<16>(gather(206)));
                 dm = _mm512_mul_ps(d, _mm512_set1_ps(-32.0));
                 for h in 0..2 {
@@ -1097,9 +1042,11 @@ unsafe fn k_unpack_simd(kind: KSimd, nb: usize, w: &[u8], wrow: usize, nr: usize
             _mm512_storeu_si512(sc.add(t * ROWS) as *mut _, *v);
         }
         for (pi, m) in mins.iter().enumerate() {
-            let pair = match kind {
-                KSimd::Q2K | KSimd::Q3K | KSimd::Q6K => *m,
-                _ => or(and(*m, c(0xFFFF)), _mm512_slli_epi32::<16>(*m)),
+            // Pairs of 16-value factors already; one factor per 32 values goes in both halves.
+            let pair = if kind.sub16() {
+                *m
+            } else {
+                or(and(*m, c(0xFFFF)), _mm512_slli_epi32::<16>(*m))
             };
             _mm512_storeu_si512(mp.add(pi * ROWS) as *mut _, pair);
         }
@@ -1458,21 +1405,14 @@ mod tests {
             seed as u8
         };
         for kind in [
-            KSimd::Q2K,
-            KSimd::Q3K,
-            KSimd::Q4K,
-            KSimd::Q5K,
-            KSimd::Q6K,
-            KSimd::Iq4Xs,
+            KFormat::Q2K,
+            KFormat::Q3K,
+            KFormat::Q4K,
+            KFormat::Q5K,
+            KFormat::Q6K,
+            KFormat::Iq4Xs,
         ] {
-            let (bs, unpack, l16): (usize, UnpackK, bool) = match kind {
-                KSimd::Q2K => (84, unpack_q2k, true),
-                KSimd::Q3K => (110, unpack_q3k, true),
-                KSimd::Q4K => (144, unpack_q4k, false),
-                KSimd::Q5K => (176, unpack_q5k, false),
-                KSimd::Q6K => (210, unpack_q6k, true),
-                KSimd::Iq4Xs => (136, unpack_iq4xs, false),
-            };
+            let (bs, unpack, l16) = (kind.bytes(), kind.scalar(), kind.sub16());
             for (nr, nb, pad) in [(16, 2, 0), (3, 1, 5), (1, 2, 0)] {
                 let wrow = nb * bs + pad;
                 let w: Vec<u8> = (0..nr * wrow).map(|_| byte()).collect();
