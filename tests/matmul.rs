@@ -133,8 +133,23 @@ fn model_shapes() {
 fn batched_kernels_equal_vec_dot() {
     for ty in TYPES {
         let cols = 2 * ty.block_size().max(256);
-        for (rows, batch) in [(17, 32), (5, 37), (48, 64), (3, 5), (16, 9)] {
+        for (rows, batch) in [
+            (17, 32),
+            (5, 37),
+            (48, 64),
+            (3, 5),
+            (16, 9),
+            (33, 1),
+            (7, 3),
+        ] {
             check_within(ty, rows, cols, batch, rows as u64 ^ 7, 2e-6);
+        }
+        if ty.block_size() == 32 {
+            // The matvec kernel's partial last group of 1, 2 or 3 blocks.
+            for blocks in [17, 18, 19, 1, 2] {
+                check_within(ty, 9, 32 * blocks, 1, blocks as u64, 2e-6);
+                check_within(ty, 9, 32 * blocks, 2, blocks as u64, 2e-6);
+            }
         }
         if ty.block_size() == 1 {
             // A partial last chunk, and an odd length the float kernel leaves to vec_dot.

@@ -22,7 +22,11 @@ pub fn scratch_bytes(w: &WeightView, batch: usize) -> usize {
         .map(|k| k.dot_type)
         .unwrap_or(GgmlType::F32);
     let act = dot.row_bytes(w.cols as u64).unwrap_or(0) as usize * batch;
-    act + batched(w.ty, batch).map_or(0, |g| g.prepared_bytes(w.cols) * batch)
+    let prep = match batched(w.ty, batch) {
+        Some(g) => g.prepared_bytes(w.cols),
+        None => matvec(w.ty).map_or(0, |_| gemv_prepared_bytes(w.cols)),
+    };
+    act + prep * batch
 }
 
 /// A raw pointer to the output that tasks write at disjoint indices.
@@ -91,24 +95,31 @@ pub fn matmul(
     }
     let act = &*act;
 
-    // A large batch goes through the batched kernel, with the activations in its form.
+    // A large batch goes through the batched kernel, a smaller one a vector at a time
+    // through the matvec kernel (where there is one), with the activations in their form.
     let mut gemm = batched(w.ty, batch);
+    let mut gemv = if gemm.is_none() { matvec(w.ty) } else { None };
+    let prepare = match (gemm, gemv) {
+        (Some(g), _) => g.prepare.map(|f| (f, g.prepared_bytes(w.cols))),
+        (None, Some(v)) => Some((v.prepare, gemv_prepared_bytes(w.cols))),
+        (None, None) => None,
+    };
     let mut kernel_act = (act, xrow);
-    if let Some(g) = gemm {
-        if let Some(prepare) = g.prepare {
-            let prow = g.prepared_bytes(w.cols);
-            let n = (batch * prow).min(prep.len());
-            let prep = &mut prep[..n];
-            let ok = prep.len() == batch * prow
-                && prep
-                    .par_chunks_mut(prow)
-                    .zip(act.par_chunks(xrow))
-                    .all(|(dst, src)| prepare(w.cols, src, dst));
-            if ok {
-                kernel_act = (&*prep, prow);
+    if let Some((prepare, prow)) = prepare {
+        let n = (batch * prow).min(prep.len());
+        let prep = &mut prep[..n];
+        let ok = prep.len() == batch * prow
+            && if batch == 1 {
+                prepare(w.cols, act, prep)
             } else {
-                gemm = None;
-            }
+                prep.par_chunks_mut(prow)
+                    .zip(act.par_chunks(xrow))
+                    .all(|(dst, src)| prepare(w.cols, src, dst))
+            };
+        if ok {
+            kernel_act = (&*prep, prow);
+        } else {
+            (gemm, gemv) = (None, None);
         }
     }
 
@@ -119,6 +130,19 @@ pub fn matmul(
             run_tiled(
                 g.run, vec_dot, w, wrow, act, xrow, kernel_act, batch, r0, r1, outp,
             );
+            return;
+        }
+        if let Some(v) = gemv {
+            // One vector reads the rows once however they are cut; more share a tile.
+            let tile = if batch == 1 { r1 - r0 } else { tile };
+            let mut t0 = r0;
+            while t0 < r1 {
+                let t1 = (t0 + tile).min(r1);
+                run_matvec(
+                    v.run, vec_dot, w, wrow, act, xrow, kernel_act, batch, t0, t1, outp,
+                );
+                t0 = t1;
+            }
             return;
         }
         let mut t0 = r0;
@@ -156,6 +180,84 @@ use crate::quant::arch::x86_64::avx512::gemm::{Gemm, GemmFn, ROWS};
 #[cfg(target_arch = "x86_64")]
 fn batched(ty: GgmlType, batch: usize) -> Option<Gemm> {
     crate::quant::arch::x86_64::avx512::gemm::gemm(ty).filter(|g| batch >= g.min_batch.max(2))
+}
+
+#[cfg(target_arch = "x86_64")]
+use crate::quant::arch::x86_64::avx512::gemv::{Gemv, GemvFn};
+
+/// The matvec kernel of `ty`, where this build and CPU have one.
+#[cfg(target_arch = "x86_64")]
+fn matvec(ty: GgmlType) -> Option<Gemv> {
+    crate::quant::arch::x86_64::avx512::gemv::gemv(ty)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn gemv_prepared_bytes(cols: usize) -> usize {
+    Gemv::prepared_bytes(cols)
+}
+
+/// Rows `t0..t1` for every activation vector through the matvec kernel, or through `vec_dot`
+/// where it declines.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_matvec(
+    f: GemvFn,
+    vec_dot: VecDotFn,
+    w: &WeightView,
+    wrow: usize,
+    act: &[u8],
+    xrow: usize,
+    (ka, krow): (&[u8], usize),
+    batch: usize,
+    t0: usize,
+    t1: usize,
+    outp: OutPtr,
+) {
+    for b in 0..batch {
+        // SAFETY: b < batch and t1 <= w.rows, so the range is inside `out` (checked by
+        // `matmul`); rows t0..t1 belong to this task alone, so no other task writes them.
+        let out = unsafe { std::slice::from_raw_parts_mut(outp.0.add(b * w.rows + t0), t1 - t0) };
+        let a = &ka[b * krow..(b + 1) * krow];
+        if !f(w.cols, &w.data[t0 * wrow..t1 * wrow], wrow, t1 - t0, a, out) {
+            let a = &act[b * xrow..(b + 1) * xrow];
+            for (r, o) in (t0..t1).zip(out.iter_mut()) {
+                *o = vec_dot(w.cols, &w.data[r * wrow..(r + 1) * wrow], a);
+            }
+        }
+    }
+}
+
+/// No matvec kernels off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Clone, Copy)]
+struct Gemv {
+    run: fn(),
+    prepare: fn(usize, &[u8], &mut [u8]) -> bool,
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn matvec(_: GgmlType) -> Option<Gemv> {
+    None
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn gemv_prepared_bytes(_: usize) -> usize {
+    0
+}
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+fn run_matvec(
+    _: fn(),
+    vec_dot: VecDotFn,
+    w: &WeightView,
+    wrow: usize,
+    act: &[u8],
+    xrow: usize,
+    _: (&[u8], usize),
+    batch: usize,
+    t0: usize,
+    t1: usize,
+    outp: OutPtr,
+) {
+    rows_by_dot(vec_dot, w, wrow, act, xrow, batch, t0, t1, outp);
 }
 
 /// No batched kernels off x86-64: every row by `vec_dot`.

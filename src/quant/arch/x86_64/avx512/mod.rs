@@ -8,6 +8,7 @@
 
 mod float;
 pub mod gemm;
+pub mod gemv;
 mod iq;
 mod iq4;
 mod kquants;
