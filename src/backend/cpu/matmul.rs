@@ -8,7 +8,10 @@
 //! before the next tile is read, so that a batch reads each weight from memory once. From a
 //! few vectors on the avx512 path, rows go 16 at a time through a kernel that unpacks them once
 //! for all vectors (`avx512::gemm`: the legacy formats, the K-quants, IQ4_NL/XS and the float
-//! types). A matrix too small to pay for waking the other threads runs on the calling thread.
+//! types). Fewer vectors of a 4-bit format (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS) go one at a
+//! time through a matvec kernel that reads the activation in a form prepared once per call
+//! (`avx512::gemv`). A matrix too small to pay for waking the other threads runs on the
+//! calling thread.
 
 use crate::error::{Error, Result};
 use crate::model::WeightView;

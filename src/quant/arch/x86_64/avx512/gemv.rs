@@ -1,5 +1,6 @@
 //! One activation vector against many weight rows (the matvec of a decode step) for the
-//! blocks of 32 values with one f16 scale and 4-bit quants: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL.
+//! blocks of 32 values with 4-bit quants: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, and IQ4_XS (IQ4_NL
+//! blocks with 6-bit scales in super-blocks of 256).
 //!
 //! The activation row is rewritten once per matvec (`prepare`) into the order in which the
 //! weights unpack, together with everything that depends on it alone: the weights' offset
@@ -79,6 +80,10 @@ pub fn gemv(ty: GgmlType) -> Option<Gemv> {
             run: |c, w, wr, nr, a, o| run::<Iq4Nl>(c, w, wr, nr, a, o),
             prepare: |c, x, d| prepare::<Iq4Nl>(c, x, d),
         },
+        GgmlType::IQ4XS => Gemv {
+            run: run_iq4xs,
+            prepare: prepare_q8k,
+        },
         _ => return None,
     })
 }
@@ -140,6 +145,7 @@ impl Format for Q5_1 {
 }
 
 struct Iq4Nl;
+/// Also the offset of IQ4_XS, whose blocks hold the same values.
 impl Format for Iq4Nl {
     const BS: usize = 18;
     const QS: usize = 2;
@@ -351,42 +357,73 @@ unsafe fn rows<F: Format>(nb: usize, w: &[u8], wrow: usize, nr: usize, a: &[u8],
 
 fn prepare<F: Format>(cols: usize, xq: &[u8], dst: &mut [u8]) -> bool {
     let nb = cols / 32;
-    let bs = if F::MIN { 36 } else { 34 };
+    let (bs, qo) = if F::MIN { (36, 4) } else { (34, 2) };
     if !cols.is_multiple_of(32) || xq.len() < nb * bs || dst.len() < Gemv::prepared_bytes(cols) {
         return false;
     }
+    let block = |b: usize| {
+        let blk = &xq[b * bs..(b + 1) * bs];
+        let s = if F::MIN {
+            F16([blk[2], blk[3]]).to_f32()
+        } else {
+            0.0
+        };
+        (&blk[qo..qo + 32], F16([blk[0], blk[1]]).to_f32(), s)
+    };
     // SAFETY: `gemv` hands this out only when `supported()`; lengths checked above.
-    unsafe { prepare_simd::<F>(nb, xq, dst) };
+    unsafe { prepare_blocks(nb, F::OFFSET, dst, block) };
     true
 }
 
+/// `prepare` for Q8_K activations (IQ4_XS): each super-block's `d` for its eight blocks.
+fn prepare_q8k(cols: usize, xq: &[u8], dst: &mut [u8]) -> bool {
+    const Q8K: usize = 292;
+    let nsb = cols / 256;
+    if !cols.is_multiple_of(256) || xq.len() < nsb * Q8K || dst.len() < Gemv::prepared_bytes(cols) {
+        return false;
+    }
+    let block = |b: usize| {
+        let sb = &xq[(b / 8) * Q8K..(b / 8 + 1) * Q8K];
+        let q = 4 + 32 * (b % 8);
+        (
+            &sb[q..q + 32],
+            f32::from_le_bytes([sb[0], sb[1], sb[2], sb[3]]),
+            0.0,
+        )
+    };
+    // SAFETY: as in `prepare`.
+    unsafe { prepare_blocks(cols / 32, Iq4Nl::OFFSET, dst, block) };
+    true
+}
+
+/// Writes the prepared groups of `nb` blocks of 32 activations; `block(b)` gives block b's
+/// quants, scale and (Q8_1) sum. Blocks past `nb` in the last group are zero.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-unsafe fn prepare_simd<F: Format>(nb: usize, xq: &[u8], dst: &mut [u8]) {
-    let (bs, qo) = if F::MIN { (36, 4) } else { (34, 2) };
+unsafe fn prepare_blocks<'a>(
+    nb: usize,
+    offset: i32,
+    dst: &mut [u8],
+    block: impl Fn(usize) -> (&'a [u8], f32, f32),
+) {
     let ones = _mm_set1_epi8(1);
-    let neg_offset = _mm_set1_epi32(-F::OFFSET);
+    let neg_offset = _mm_set1_epi32(-offset);
     for g in 0..nb.div_ceil(4) {
         let p = dst.as_mut_ptr().add(g * PREP_GROUP);
         for k in 0..4 {
             let b = 4 * g + k;
             let (lo, hi, d, s) = if b < nb {
-                let blk = &xq[b * bs..(b + 1) * bs];
-                let q = blk.as_ptr().add(qo);
-                let s = if F::MIN {
-                    F16([blk[2], blk[3]]).to_f32()
-                } else {
-                    0.0
-                };
+                let (q, d, s) = block(b);
+                let q = q.as_ptr();
                 (
                     _mm_loadu_si128(q as *const __m128i),
                     _mm_loadu_si128(q.add(16) as *const __m128i),
-                    F16([blk[0], blk[1]]).to_f32(),
+                    d,
                     s,
                 )
             } else {
                 (_mm_setzero_si128(), _mm_setzero_si128(), 0.0, 0.0)
             };
-            // SAFETY: the group's PREP_GROUP bytes lie inside `dst` (checked by `prepare`).
+            // SAFETY: the group's PREP_GROUP bytes lie inside `dst` (checked by the callers).
             _mm_storeu_si128(p.add(16 * k) as *mut __m128i, lo);
             _mm_storeu_si128(p.add(64 + 16 * k) as *mut __m128i, hi);
             let sums = _mm_dpbusd_epi32(_mm_dpbusd_epi32(_mm_setzero_si128(), ones, lo), ones, hi);
@@ -400,5 +437,83 @@ unsafe fn prepare_simd<F: Format>(nb: usize, xq: &[u8], dst: &mut [u8]) {
                 _mm_setr_ps(s, 0.0, 0.0, 0.0),
             );
         }
+    }
+}
+
+/// IQ4_XS against Q8_K: super-blocks of 256 values whose eight blocks of 32 are IQ4_NL blocks
+/// with 6-bit scales `ls - 32` under one f16 `d`; two groups per super-block.
+fn run_iq4xs(cols: usize, w: &[u8], wrow: usize, nr: usize, a: &[u8], out: &mut [f32]) -> bool {
+    let nsb = cols / 256;
+    if !cols.is_multiple_of(256)
+        || wrow < nsb * IQ4XS_BS
+        || (nr > 0 && w.len() < (nr - 1) * wrow + nsb * IQ4XS_BS)
+        || a.len() < Gemv::prepared_bytes(cols)
+        || out.len() < nr
+    {
+        return false;
+    }
+    // SAFETY: as in `run`.
+    unsafe { rows_iq4xs(nsb, w, wrow, nr, a, out) };
+    true
+}
+
+const IQ4XS_BS: usize = 136;
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
+unsafe fn rows_iq4xs(nsb: usize, w: &[u8], wrow: usize, nr: usize, a: &[u8], out: &mut [f32]) {
+    let c = consts();
+    let ahead = ahead();
+    let upper = _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
+    let shift_l = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    let shift_h = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    let pa = a.as_ptr();
+    let nib = _mm512_set1_epi8(0x0F);
+    for (r, o) in out.iter_mut().enumerate().take(nr) {
+        // SAFETY (all pointer arithmetic below): row r's super-blocks lie inside `w`, and
+        // the prepared row has both groups of each.
+        let x = w.as_ptr().add(r * wrow);
+        let mut acc = [_mm512_setzero_ps(); 2];
+        for sb in 0..nsb {
+            let xb = x.add(sb * IQ4XS_BS);
+            if ahead > 0 {
+                prefetch(xb.wrapping_add(ahead), IQ4XS_BS);
+            }
+            // The eight scales d * (ls - 32), ls = 4 low bits from scales_l, 2 high from
+            // scales_h.
+            let sl = _mm256_set1_epi32(u32_at(xb.add(4)) as i32);
+            let sh = _mm256_set1_epi32(u16_at(xb.add(2)) as i32);
+            let ls = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srlv_epi32(sl, shift_l), _mm256_set1_epi32(0xF)),
+                _mm256_slli_epi32::<4>(_mm256_and_si256(
+                    _mm256_srlv_epi32(sh, shift_h),
+                    _mm256_set1_epi32(3),
+                )),
+            );
+            let d = F16([*xb, *xb.add(1)]).to_f32();
+            let scales = _mm512_castps256_ps512(_mm256_mul_ps(
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32))),
+                _mm256_set1_ps(d),
+            ));
+            for (h, acc) in acc.iter_mut().enumerate() {
+                // Four 16-byte loads, as `lanes`, though these 64 bytes are contiguous.
+                let l = |k: usize| _mm_loadu_si128(xb.add(8 + 64 * h + 16 * k) as *const __m128i);
+                let q = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(l(0)), l(1));
+                let q = _mm512_inserti32x4::<3>(_mm512_inserti32x4::<2>(q, l(2)), l(3));
+                let lo = _mm512_shuffle_epi8(c.table, _mm512_and_si512(q, nib));
+                let hi =
+                    _mm512_shuffle_epi8(c.table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), nib));
+                let p = pa.add((2 * sb + h) * PREP_GROUP);
+                let load = |o: usize| _mm512_loadu_si512(p.add(o) as *const _);
+                let s = _mm512_dpbusd_epi32(load(128), lo, load(0));
+                let s = _mm512_dpbusd_epi32(s, hi, load(64));
+                let idx = if h == 0 { c.quarter } else { upper };
+                let dd = _mm512_mul_ps(
+                    _mm512_permutexvar_ps(idx, scales),
+                    _mm512_loadu_ps(p.add(192) as *const f32),
+                );
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, *acc);
+            }
+        }
+        *o = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
     }
 }
