@@ -197,32 +197,48 @@ unsafe fn consts() -> Consts {
     }
 }
 
-/// The 16 bytes at `at` of each of the four blocks at `x`, block k in lane k.
+/// The 16 bytes at `at` of each of the first `n` of the four blocks at `x`, block k in lane k
+/// (zero for the blocks from `n` on).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
-unsafe fn lanes<F: Format>(x: *const u8, at: usize) -> __m512i {
-    let l = |k: usize| _mm_loadu_si128(x.add(k * F::BS + at) as *const __m128i);
+unsafe fn lanes<F: Format>(x: *const u8, n: usize, at: usize) -> __m512i {
+    let l = |k: usize| {
+        if k < n {
+            _mm_loadu_si128(x.add(k * F::BS + at) as *const __m128i)
+        } else {
+            _mm_setzero_si128()
+        }
+    };
     let v = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(l(0)), l(1));
     _mm512_inserti32x4::<3>(_mm512_inserti32x4::<2>(v, l(2)), l(3))
 }
 
 /// Adds the group of four blocks at `x`, against its prepared activations at `p`, to `acc`
-/// (and the min terms to `accm`).
+/// (and the min terms to `accm`). Only the first `n` blocks are read: the others count as
+/// zero quants and scales (and have zero prepared activations), which add nothing. (`n` is
+/// 4 but in a row's last group, where inlining removes the checks.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bitalg")]
 unsafe fn group<F: Format>(
     x: *const u8,
+    n: usize,
     p: *const u8,
     c: &Consts,
     acc: &mut __m512,
     accm: &mut __m512,
 ) {
-    let q = lanes::<F>(x, F::QS);
+    let q = lanes::<F>(x, n, F::QS);
     let nib = _mm512_set1_epi8(0x0F);
     let mut lo = _mm512_and_si512(q, nib);
     let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), nib);
     if F::QH.is_some() {
-        let qh = |k: usize| u32_at(x.add(k * F::BS + F::QH.unwrap_or(0)));
+        let qh = |k: usize| {
+            if k < n {
+                u32_at(x.add(k * F::BS + F::QH.unwrap_or(0)))
+            } else {
+                0
+            }
+        };
         let h = _mm_set_epi64x((qh(2) | qh(3) << 32) as i64, (qh(0) | qh(1) << 32) as i64);
         let h = _mm512_permutexvar_epi32(c.quarter, _mm512_castsi128_si512(h));
         let sixteen = _mm512_set1_epi8(0x10);
@@ -240,7 +256,7 @@ unsafe fn group<F: Format>(
     // The scales through general registers: fewer shuffles than gathering 128-bit lanes.
     let (d, m) = if F::MIN {
         // d and m of each block, as [d0 m0 d1 m1 ..].
-        let dm = |k: usize| u32_at(x.add(k * F::BS));
+        let dm = |k: usize| if k < n { u32_at(x.add(k * F::BS)) } else { 0 };
         let f = _mm256_cvtph_ps(_mm_set_epi64x(
             (dm(2) | dm(3) << 32) as i64,
             (dm(0) | dm(1) << 32) as i64,
@@ -251,7 +267,7 @@ unsafe fn group<F: Format>(
             _mm512_permutexvar_ps(c.odd, f),
         )
     } else {
-        let d = |k: usize| u16_at(x.add(k * F::BS));
+        let d = |k: usize| if k < n { u16_at(x.add(k * F::BS)) } else { 0 };
         let f = _mm_cvtph_ps(_mm_cvtsi64_si128(
             (d(0) | d(1) << 16 | d(2) << 32 | d(3) << 48) as i64,
         ));
@@ -321,9 +337,10 @@ unsafe fn rows<F: Format>(nb: usize, w: &[u8], wrow: usize, nr: usize, a: &[u8],
             xg
         };
         while g + 2 <= full {
-            group::<F>(at(g), pa.add(g * PREP_GROUP), &c, &mut acc0, &mut accm);
+            group::<F>(at(g), 4, pa.add(g * PREP_GROUP), &c, &mut acc0, &mut accm);
             group::<F>(
                 at(g + 1),
+                4,
                 pa.add((g + 1) * PREP_GROUP),
                 &c,
                 &mut acc1,
@@ -332,20 +349,11 @@ unsafe fn rows<F: Format>(nb: usize, w: &[u8], wrow: usize, nr: usize, a: &[u8],
             g += 2;
         }
         if g < full {
-            group::<F>(at(g), pa.add(g * PREP_GROUP), &c, &mut acc0, &mut accm);
+            group::<F>(at(g), 4, pa.add(g * PREP_GROUP), &c, &mut acc0, &mut accm);
         }
         if rem > 0 {
-            // The last blocks, followed by zeros: zero quants and scales (and zero prepared
-            // activations) add nothing.
-            let mut tail = [0u8; 4 * 24];
-            std::ptr::copy_nonoverlapping(x.add(full * gs), tail.as_mut_ptr(), rem * F::BS);
-            group::<F>(
-                tail.as_ptr(),
-                pa.add(full * PREP_GROUP),
-                &c,
-                &mut acc1,
-                &mut accm,
-            );
+            let x = x.add(full * gs);
+            group::<F>(x, rem, pa.add(full * PREP_GROUP), &c, &mut acc1, &mut accm);
         }
         let mut v = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
         if F::MIN {
