@@ -36,6 +36,10 @@ pub const ROWS: usize = 16;
 const LEGACY_MIN_BATCH: usize = 4;
 const K_MIN_BATCH: usize = 8;
 const FLOAT_MIN_BATCH: usize = 16;
+/// Activation vectors per kernel pass: `WIDE` while that many are left, then `COLS`. More
+/// vectors per pass reuse each unpacked weight register more (B = 128: 4 -> 8 is 10-20%
+/// faster), fewer waste less on a small batch.
+const WIDE: usize = 8;
 const COLS: usize = 4;
 
 /// `put(c, &out)`: `out[r] = dot(w row r, a row c)` for `r < nr`, every `c < nc`; rows are
@@ -353,19 +357,55 @@ fn legacy_gemm<const MIN: bool>(
         } else {
             legacy_unpack(ty, nb, w, wrow, nr, wq, start, dw, mw);
         }
-        let mut res = [[0f32; ROWS]; COLS];
-        for c0 in (0..nc).step_by(COLS) {
-            let ya: [&[u8]; COLS] =
-                std::array::from_fn(|k| &a[(c0 + k).min(nc - 1) * arow..][..nb * PREP_BLOCK]);
-            // SAFETY: `gemm` hands these kernels out only when the CPU has AVX-512
-            // F/BW/VL/VNNI; every slice holds `nb` blocks (checked and cut above).
-            unsafe { legacy_kernel::<MIN>(nb, wq, start, dw, mw, ya, &mut res) };
-            for (k, col) in res.iter().enumerate().take(nc - c0) {
-                put(c0 + k, &col[..nr]);
-            }
+        let w = LegacyUnpacked {
+            nb,
+            wq,
+            start,
+            dw,
+            mw,
+        };
+        let mut c0 = 0;
+        while c0 < nc {
+            c0 += if nc - c0 >= WIDE {
+                legacy_pass::<MIN, WIDE>(&w, a, arow, nc, c0, nr, put)
+            } else {
+                legacy_pass::<MIN, COLS>(&w, a, arow, nc, c0, nr, put)
+            };
         }
     });
     true
+}
+
+/// A group of 16 rows as `legacy_unpack` leaves it.
+struct LegacyUnpacked<'a> {
+    nb: usize,
+    wq: &'a [u8],
+    start: &'a [i32],
+    dw: &'a [f32],
+    mw: &'a [f32],
+}
+
+/// Activation vectors `c0 .. c0 + C` (the last one standing in for those past `nc`) against
+/// the unpacked group; returns `C`.
+fn legacy_pass<const MIN: bool, const C: usize>(
+    w: &LegacyUnpacked,
+    a: &[u8],
+    arow: usize,
+    nc: usize,
+    c0: usize,
+    nr: usize,
+    put: &mut dyn FnMut(usize, &[f32]),
+) -> usize {
+    let mut res = [[0f32; ROWS]; C];
+    let ya: [&[u8]; C] =
+        std::array::from_fn(|k| &a[(c0 + k).min(nc - 1) * arow..][..w.nb * PREP_BLOCK]);
+    // SAFETY: `gemm` hands these kernels out only when the CPU has AVX-512 F/BW/VL/VNNI;
+    // every slice holds `nb` blocks (checked and cut by `legacy_gemm`).
+    unsafe { legacy_kernel::<MIN, C>(w.nb, w.wq, w.start, w.dw, w.mw, ya, &mut res) };
+    for (k, col) in res.iter().enumerate().take(nc - c0) {
+        put(c0 + k, &col[..nr]);
+    }
+    C
 }
 
 /// A group of 16 rows into the kernel's layout: values interleaved by word, and per row and
@@ -491,25 +531,25 @@ unsafe fn legacy_unpack_simd(
 
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn legacy_kernel<const MIN: bool>(
+unsafe fn legacy_kernel<const MIN: bool, const C: usize>(
     nb: usize,
     wq: &[u8],
     start: &[i32],
     dw: &[f32],
     mw: &[f32],
-    ya: [&[u8]; COLS],
-    res: &mut [[f32; ROWS]; COLS],
+    ya: [&[u8]; C],
+    res: &mut [[f32; ROWS]; C],
 ) {
-    let mut acc = [_mm512_setzero_ps(); COLS];
+    let mut acc = [_mm512_setzero_ps(); C];
     let pw = wq.as_ptr();
     for b in 0..nb {
         let st = _mm512_loadu_si512(start.as_ptr().add(b * ROWS) as *const _);
-        let mut s0 = [st; COLS];
-        let mut s1 = [_mm512_setzero_si512(); COLS];
+        let mut s0 = [st; C];
+        let mut s1 = [_mm512_setzero_si512(); C];
         for g in (0..8).step_by(2) {
             let w0 = _mm512_loadu_si512(pw.add((b * 8 + g) * 64) as *const _);
             let w1 = _mm512_loadu_si512(pw.add((b * 8 + g + 1) * 64) as *const _);
-            for k in 0..COLS {
+            for k in 0..C {
                 let y = ya[k].as_ptr().add(b * PREP_BLOCK + 8 + 4 * g);
                 let y0 = _mm512_set1_epi32((y as *const i32).read_unaligned());
                 let y1 = _mm512_set1_epi32((y.add(4) as *const i32).read_unaligned());
@@ -519,7 +559,7 @@ unsafe fn legacy_kernel<const MIN: bool>(
         }
         let d = _mm512_loadu_ps(dw.as_ptr().add(b * ROWS));
         let m = _mm512_loadu_ps(mw.as_ptr().add(b * ROWS));
-        for k in 0..COLS {
+        for k in 0..C {
             let y = ya[k].as_ptr().add(b * PREP_BLOCK);
             let dy = _mm512_set1_ps((y as *const f32).read_unaligned());
             let s = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[k], s1[k]));
@@ -530,7 +570,7 @@ unsafe fn legacy_kernel<const MIN: bool>(
             }
         }
     }
-    for k in 0..COLS {
+    for k in 0..C {
         _mm512_storeu_ps(res[k].as_mut_ptr(), acc[k]);
     }
 }
@@ -705,19 +745,56 @@ fn k_gemm<const L: usize>(
         } else {
             k_unpack::<L>(kind.scalar(), bs, nb, w, wrow, nr, out)
         }
-        let mut res = [[0f32; ROWS]; COLS];
-        for c0 in (0..nc).step_by(COLS) {
-            let ya: [&[u8]; COLS] =
-                std::array::from_fn(|k| &a[(c0 + k).min(nc - 1) * arow..][..nb * Q8K_BYTES]);
-            // SAFETY: as in `legacy_gemm`: the CPU runs these instructions, and every slice
-            // holds `nb` super-blocks.
-            unsafe { k_kernel::<L>(nb, wq, sc, mp, dw, mw, ya, &mut res) };
-            for (k, col) in res.iter().enumerate().take(nc - c0) {
-                put(c0 + k, &col[..nr]);
-            }
+        let g = KGroup {
+            nb,
+            wq: &*wq,
+            sc: &*sc,
+            mp: &*mp,
+            dw: &*dw,
+            mw: &*mw,
+        };
+        let mut c0 = 0;
+        while c0 < nc {
+            c0 += if nc - c0 >= WIDE {
+                k_pass::<L, WIDE>(&g, a, arow, nc, c0, nr, put)
+            } else {
+                k_pass::<L, COLS>(&g, a, arow, nc, c0, nr, put)
+            };
         }
     });
     true
+}
+
+/// A group of 16 rows as `k_unpack` leaves it.
+struct KGroup<'a> {
+    nb: usize,
+    wq: &'a [u8],
+    sc: &'a [i32],
+    mp: &'a [i32],
+    dw: &'a [f32],
+    mw: &'a [f32],
+}
+
+/// As `legacy_pass`, for the super-block formats.
+fn k_pass<const L: usize, const C: usize>(
+    g: &KGroup,
+    a: &[u8],
+    arow: usize,
+    nc: usize,
+    c0: usize,
+    nr: usize,
+    put: &mut dyn FnMut(usize, &[f32]),
+) -> usize {
+    let mut res = [[0f32; ROWS]; C];
+    let ya: [&[u8]; C] =
+        std::array::from_fn(|k| &a[(c0 + k).min(nc - 1) * arow..][..g.nb * Q8K_BYTES]);
+    // SAFETY: as in `legacy_pass`: the CPU runs these instructions, and every slice holds
+    // `nb` super-blocks.
+    unsafe { k_kernel::<L, C>(g.nb, g.wq, g.sc, g.mp, g.dw, g.mw, ya, &mut res) };
+    for (k, col) in res.iter().enumerate().take(nc - c0) {
+        put(c0 + k, &col[..nr]);
+    }
+    C
 }
 
 /// A group's unpacked super-blocks: words of 16 rows, sub-block scale vectors, i16 pairs of
@@ -1057,31 +1134,31 @@ unsafe fn k_unpack_simd(kind: KFormat, nb: usize, w: &[u8], wrow: usize, nr: usi
 
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn k_kernel<const L: usize>(
+unsafe fn k_kernel<const L: usize, const C: usize>(
     nb: usize,
     wq: &[u8],
     sc: &[i32],
     mp: &[i32],
     dw: &[f32],
     mw: &[f32],
-    ya: [&[u8]; COLS],
-    res: &mut [[f32; ROWS]; COLS],
+    ya: [&[u8]; C],
+    res: &mut [[f32; ROWS]; C],
 ) {
     let ns = QK_K / L;
     let words = L / 4;
-    let mut acc = [_mm512_setzero_ps(); COLS];
+    let mut acc = [_mm512_setzero_ps(); C];
     for b in 0..nb {
         let pw = wq.as_ptr().add(b * K_WQ);
-        let mut isum = [_mm512_setzero_si512(); COLS];
-        let mut msum = [_mm512_setzero_si512(); COLS];
+        let mut isum = [_mm512_setzero_si512(); C];
+        let mut msum = [_mm512_setzero_si512(); C];
         for t in 0..ns {
-            let mut s0 = [_mm512_setzero_si512(); COLS];
-            let mut s1 = [_mm512_setzero_si512(); COLS];
+            let mut s0 = [_mm512_setzero_si512(); C];
+            let mut s1 = [_mm512_setzero_si512(); C];
             for g in (0..words).step_by(2) {
                 let word = t * words + g;
                 let w0 = _mm512_loadu_si512(pw.add(word * 64) as *const _);
                 let w1 = _mm512_loadu_si512(pw.add((word + 1) * 64) as *const _);
-                for k in 0..COLS {
+                for k in 0..C {
                     let y = ya[k].as_ptr().add(b * Q8K_BYTES + 4 + 4 * word);
                     let y0 = _mm512_set1_epi32((y as *const i32).read_unaligned());
                     let y1 = _mm512_set1_epi32((y.add(4) as *const i32).read_unaligned());
@@ -1090,14 +1167,14 @@ unsafe fn k_kernel<const L: usize>(
                 }
             }
             let scv = _mm512_loadu_si512(sc.as_ptr().add((b * ns + t) * ROWS) as *const _);
-            for k in 0..COLS {
+            for k in 0..C {
                 let s = _mm512_add_epi32(s0[k], s1[k]);
                 isum[k] = _mm512_add_epi32(isum[k], _mm512_mullo_epi32(s, scv));
             }
         }
         for p in 0..8 {
             let mv = _mm512_loadu_si512(mp.as_ptr().add((b * 8 + p) * ROWS) as *const _);
-            for k in 0..COLS {
+            for k in 0..C {
                 let y = ya[k].as_ptr().add(b * Q8K_BYTES + 4 + QK_K + 4 * p);
                 let bsum = _mm512_set1_epi32((y as *const i32).read_unaligned());
                 msum[k] = _mm512_dpwssd_epi32(msum[k], mv, bsum);
@@ -1105,14 +1182,14 @@ unsafe fn k_kernel<const L: usize>(
         }
         let d = _mm512_loadu_ps(dw.as_ptr().add(b * ROWS));
         let m = _mm512_loadu_ps(mw.as_ptr().add(b * ROWS));
-        for k in 0..COLS {
+        for k in 0..C {
             let y = ya[k].as_ptr().add(b * Q8K_BYTES);
             let dy = _mm512_set1_ps((y as *const f32).read_unaligned());
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[k]), _mm512_mul_ps(d, dy), acc[k]);
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum[k]), _mm512_mul_ps(m, dy), acc[k]);
         }
     }
-    for k in 0..COLS {
+    for k in 0..C {
         _mm512_storeu_ps(res[k].as_mut_ptr(), acc[k]);
     }
 }
