@@ -6,6 +6,34 @@ pub mod avx512;
 
 use crate::quant::{DequantizeFn, GgmlType, Kernels, QuantizeFn, VecDotFn};
 
+/// How far ahead of the block being read the dot kernels prefetch, in bytes of both rows
+/// together. One core's hardware prefetchers keep too few lines in flight for two streams of
+/// 16M values; prefetching both rows about 20 KiB ahead (into L1, whose 48 KiB holds it)
+/// reads them about 1.5x faster. (Tuning: `STRAIT_PREFETCH` bytes, 0 turns it off.)
+pub(crate) fn ahead() -> usize {
+    static A: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *A.get_or_init(|| {
+        std::env::var("STRAIT_PREFETCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20 * 1024)
+    })
+}
+
+/// Prefetches into L1 the cache lines of the `bytes` bytes at `p`. Calls for consecutive
+/// blocks cover every line of a row, since no two prefetched addresses are more than 64
+/// bytes apart.
+#[inline(always)]
+pub(crate) fn prefetch(p: *const u8, bytes: usize) {
+    let mut o = 0;
+    while o < bytes {
+        // SAFETY: a prefetch is a hint that never faults, whatever the address, and SSE is
+        // part of x86_64; the pointer is not dereferenced.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o) as *const i8) };
+        o += 64;
+    }
+}
+
 /// The kernels of one type on a path: dequantize, quantize, vec_dot.
 type Own = (Option<DequantizeFn>, Option<QuantizeFn>, Option<VecDotFn>);
 

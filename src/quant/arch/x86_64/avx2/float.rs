@@ -4,6 +4,7 @@
 //! accumulators of eight lanes, as ggml's SIMD `ggml_vec_dot_f16` does; the scalar code sums in
 //! f64, so results agree within the dot tolerance, not bit for bit. Conversions are exact.
 
+use crate::quant::arch::x86_64::{ahead, prefetch};
 use crate::quant::{GgmlType, Kernels};
 use std::arch::x86_64::*;
 
@@ -97,8 +98,16 @@ unsafe fn dot_impl<L: Load8>(n: usize, x: &[u8], y: &[u8]) -> f32 {
     let (px, py) = (x.as_ptr(), y.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
+    let ahead = ahead() / (2 * L::SIZE);
     // SAFETY (whole loop): `i + 32 <= n` values lie in both rows, checked by `count`.
     while i + 32 <= n {
+        if ahead > 0 {
+            // As the avx512 dots: both rows, the weights also past the end of this row.
+            prefetch(px.wrapping_add((i + ahead) * L::SIZE), 32 * L::SIZE);
+            if i + ahead + 32 <= n {
+                prefetch(py.wrapping_add((i + ahead) * L::SIZE), 32 * L::SIZE);
+            }
+        }
         for (k, a) in acc.iter_mut().enumerate() {
             let o = (i + 8 * k) * L::SIZE;
             unsafe { *a = _mm256_fmadd_ps(L::load8(px.add(o)), L::load8(py.add(o)), *a) };

@@ -6,6 +6,7 @@
 //! Q8_0 and Q8_K quantizers produce. Dequantization multiplies the same two f32 values as the
 //! scalar code, so it is identical to it.
 
+use crate::quant::arch::x86_64::{ahead, prefetch};
 use crate::quant::blocks::{as_blocks, BlockQ8K, BlockQ8_0};
 use crate::quant::fp4::{e8m0_to_fp32_half, BlockMxfp4, KVALUES_MXFP4};
 use crate::quant::iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES_IQ4NL};
@@ -140,9 +141,18 @@ unsafe fn dot_nl<B: Nl4>(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     let ones = _mm256_set1_epi16(1);
     let nb = (n / 32).min(x.len()).min(y.len());
     let mut acc = [_mm256_setzero_ps(); 2];
+    let bs = size_of::<B>();
+    let ahead = ahead() / (bs + 34);
     let mut k = 0;
     // Two blocks at a time, their four scales widened together.
     while k + 2 <= nb {
+        if ahead > 0 {
+            // As the avx512 dots: both rows, the weights also past the end of this row.
+            prefetch(vx.as_ptr().wrapping_add((k + ahead) * bs), 2 * bs);
+            if k + 2 + ahead <= nb {
+                prefetch(vy.as_ptr().wrapping_add((k + ahead) * 34), 2 * 34);
+            }
+        }
         let (xa, ya, xb, yb) = (&x[k], &y[k], &x[k + 1], &y[k + 1]);
         let sa = _mm256_madd_epi16(mul_i8(lookup32(xa.qs(), table), load32(&ya.qs)), ones);
         let sb = _mm256_madd_epi16(mul_i8(lookup32(xb.qs(), table), load32(&yb.qs)), ones);
@@ -207,7 +217,16 @@ unsafe fn dot_xs(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
     let y: &[BlockQ8K] = as_blocks(&vy[..vy.len() / 292 * 292]);
     let table = table256(&KVALUES_IQ4NL);
     let mut acc = _mm256_setzero_ps();
-    for (bx, by) in x.iter().zip(y).take(n / QK_K) {
+    let ahead = ahead() / (136 + 292);
+    let nb = (n / QK_K).min(x.len()).min(y.len());
+    for (i, (bx, by)) in x.iter().zip(y).take(nb).enumerate() {
+        if ahead > 0 {
+            // As the avx512 dots: both rows, the weights also past the end of this row.
+            prefetch(vx.as_ptr().wrapping_add((i + ahead) * 136), 136);
+            if i + ahead < nb {
+                prefetch(vy.as_ptr().wrapping_add((i + ahead) * 292), 292);
+            }
+        }
         let ls = xs_scales(bx);
         let mut sumi = _mm256_setzero_si256();
         for (ib, &l) in ls.iter().enumerate() {

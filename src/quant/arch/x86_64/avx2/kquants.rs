@@ -7,7 +7,7 @@
 //! the mins of Q2_K/Q4_K/Q5_K are weighted by the same sums.
 
 use super::{f16x2, hsum_ps, safe_dequantize, safe_dot, store_bytes_as_f32, Own};
-use crate::quant::arch::x86_64::{q3k_scales, scales_mins_k4};
+use crate::quant::arch::x86_64::{ahead, prefetch, q3k_scales, scales_mins_k4};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -239,9 +239,17 @@ unsafe fn dot<T: KQuant>(n: usize, x: &[u8], y: &[u8]) -> f32 {
     let (px, py) = (x.as_ptr(), y.as_ptr());
     let mut acc = _mm256_setzero_ps();
     let mut acc_min = _mm256_setzero_ps();
+    let ahead = ahead() / (T::BS + Q8K_BS);
     for i in 0..nb {
         // SAFETY: block i < nb lies inside `x` and `y`.
         let (xb, yb) = (px.add(i * T::BS), py.add(i * Q8K_BS));
+        if ahead > 0 {
+            // As the avx512 dots: both rows, the weights also past the end of this row.
+            prefetch(xb.wrapping_add(ahead * T::BS), T::BS);
+            if i + ahead < nb {
+                prefetch(yb.add(ahead * Q8K_BS), Q8K_BS);
+            }
+        }
         let (sc, mins) = T::scales(xb);
         let halves = [
             _mm256_permute2x128_si256::<0x00>(sc, sc),

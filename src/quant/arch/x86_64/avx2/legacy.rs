@@ -2,6 +2,7 @@
 //! dequantization, one block (32 values) per 256-bit register.
 
 use super::{f16x2, hsum_ps, q8, safe_dequantize, safe_dot, store_bytes_as_f32, Own};
+use crate::quant::arch::x86_64::{ahead, prefetch};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -205,12 +206,20 @@ unsafe fn dot<T: Legacy>(n: usize, x: &[u8], y: &[u8]) -> f32 {
     let (px, py) = (x.as_ptr(), y.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_min = _mm_setzero_ps();
+    let ahead = ahead() / (T::BS + ybs);
     let mut i = 0;
     while i < nb {
         let m = (nb - i).min(4);
         // SAFETY: blocks i .. i + m lie inside `x` and `y`; only those are read.
         let xs = std::array::from_fn(|k| px.wrapping_add((i + k) * T::BS));
         let ys = std::array::from_fn(|k| py.wrapping_add((i + k) * ybs));
+        if ahead > 0 {
+            // As the avx512 dots: both rows, the weights also past the end of this row.
+            prefetch(px.wrapping_add((i + ahead) * T::BS), 4 * T::BS);
+            if i + 4 + ahead <= nb {
+                prefetch(py.wrapping_add((i + ahead) * ybs), 4 * ybs);
+            }
+        }
         if m == 4 {
             add_group::<T>(&mut acc, &mut acc_min, xs, ys, 4);
         } else {
