@@ -7,7 +7,7 @@
 //! subnormal inputs and products as zero, which no bf16 weight or activation of a real model
 //! reaches (products of normal bf16 values above 2^-126 are unaffected).
 
-use super::kquants::{ahead, prefetch};
+use crate::quant::arch::x86_64::{ahead, prefetch};
 use crate::quant::{GgmlType, Kernels};
 use std::arch::x86_64::*;
 

@@ -18,7 +18,7 @@
 //! Needs AVX-512 BITALG: `vpshufbitqmb` turns each block's 32 fifth bits into a byte mask. Every
 //! AVX-512 CPU since Ice Lake and Zen 4 has it.
 
-use super::kquants::{ahead, prefetch};
+use crate::quant::arch::x86_64::{ahead, prefetch};
 use crate::quant::blocks::F16;
 use crate::quant::iq4::KVALUES_IQ4NL;
 use crate::quant::GgmlType;
@@ -144,8 +144,8 @@ impl Format for Q5_1 {
     const OFFSET: i32 = 0;
 }
 
+/// IQ4_NL; IQ4_XS's blocks of 32 hold the same values (`prepare_q8k` takes this offset).
 struct Iq4Nl;
-/// Also the offset of IQ4_XS, whose blocks hold the same values.
 impl Format for Iq4Nl {
     const BS: usize = 18;
     const QS: usize = 2;

@@ -7,7 +7,7 @@
 //! Dequantization multiplies the same two f32 values as the scalar code, so it is identical.
 
 use super::super::avx2::iq4::{f16_to_f32, xs_scales, Nl4};
-use super::kquants::{ahead, prefetch};
+use crate::quant::arch::x86_64::{ahead, prefetch};
 use crate::quant::blocks::{as_blocks, BlockQ8K, BlockQ8_0};
 use crate::quant::fp4::BlockMxfp4;
 use crate::quant::iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES_IQ4NL};

@@ -7,7 +7,7 @@
 //! is subtracted; the mins of Q2_K/Q4_K/Q5_K are weighted by the same sums.
 
 use super::{f16x2, hsum_ps, safe_dequantize, safe_dot, Own};
-use crate::quant::arch::x86_64::{q3k_scales, scales_mins_k4};
+use crate::quant::arch::x86_64::{ahead, prefetch, q3k_scales, scales_mins_k4};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -32,8 +32,6 @@ safe_dequantize!(dequantize_q3_k, dequantize::<Q3K>);
 safe_dequantize!(dequantize_q4_k, dequantize::<Q4K>);
 safe_dequantize!(dequantize_q5_k, dequantize::<Q5K>);
 safe_dequantize!(dequantize_q6_k, dequantize::<Q6K>);
-
-pub(super) use super::super::{ahead, prefetch};
 
 /// Bytes of a Q8_K block; its `d` is at 0, the quants at 4, the sums of each 16 at 260.
 const Q8K_BS: usize = 292;

@@ -2,6 +2,7 @@
 //! dequantization, two blocks (64 values) per 512-bit register.
 
 use super::{f16x2, q8, safe_dequantize, safe_dot, u16_at, Own};
+use crate::quant::arch::x86_64::{ahead, prefetch};
 use crate::quant::GgmlType;
 use std::arch::x86_64::*;
 
@@ -211,7 +212,7 @@ unsafe fn dot_pairs<T: Legacy>(n: usize, x: &[u8], y: &[u8]) -> f32 {
         sums: [_mm512_setzero_ps(); 2],
         mins: _mm_setzero_ps(),
     };
-    let ahead = super::kquants::ahead() / (T::BS + ybs);
+    let ahead = ahead() / (T::BS + ybs);
     let mut i = 0;
     while i + 4 <= nb {
         // SAFETY: blocks i .. i + 4 lie inside `x` and `y`.
@@ -219,9 +220,9 @@ unsafe fn dot_pairs<T: Legacy>(n: usize, x: &[u8], y: &[u8]) -> f32 {
         let ys = std::array::from_fn(|k| py.add((i + k) * ybs));
         if ahead > 0 {
             // As the k-quant dots: the weights past this row are the next row of a matrix.
-            super::kquants::prefetch(xs[0].wrapping_add(ahead * T::BS), 4 * T::BS);
+            prefetch(xs[0].wrapping_add(ahead * T::BS), 4 * T::BS);
             if i + 4 + ahead <= nb {
-                super::kquants::prefetch(ys[0].add(ahead * ybs), 4 * ybs);
+                prefetch(ys[0].add(ahead * ybs), 4 * ybs);
             }
         }
         add_group::<T>(&mut acc, xs, ys, 4);
