@@ -176,3 +176,84 @@ fn short_buffers_are_errors() {
     assert!(matmul(&mut out, &[0.0; 63], &view, 2, &mut scratch).is_err());
     assert!(matmul(&mut out, &[0.0; 64], &view, 2, &mut scratch[..67]).is_err());
 }
+
+/// Several matrices with the same input in one call give exactly what one call each gives,
+/// for every path through the product (one vector, a few, a batch; one type, mixed types).
+#[test]
+fn matmul_many_equals_one_at_a_time() {
+    use strait::backend::cpu::matmul::matmul_many;
+    // A multiple of 256, for the K-quants.
+    let cols = 768;
+    let quantized = |ty: GgmlType, rows: usize, seed: u64| {
+        let k = quant::scalar(ty).unwrap();
+        let wrow = ty.row_bytes(cols as u64).unwrap() as usize;
+        let mut wq = vec![0u8; rows * wrow];
+        for (dst, src) in wq
+            .chunks_mut(wrow)
+            .zip(values(rows * cols, seed).chunks(cols))
+        {
+            (k.quantize.unwrap())(src, dst, None);
+        }
+        wq
+    };
+    for (types, rows) in [
+        ([GgmlType::Q4_1; 3], [576, 192, 192]),
+        ([GgmlType::Q4K; 3], [64, 1, 200]),
+        (
+            [GgmlType::Q4_0, GgmlType::Q6K, GgmlType::Q4_0],
+            [100, 100, 100],
+        ),
+    ] {
+        let data: Vec<Vec<u8>> = (0..3)
+            .map(|i| quantized(types[i], rows[i], i as u64 + 1))
+            .collect();
+        let views: Vec<WeightView> = (0..3)
+            .map(|i| WeightView {
+                ty: types[i],
+                cols,
+                rows: rows[i],
+                data: &data[i],
+            })
+            .collect();
+        for batch in [1, 3, 40] {
+            let x = values(batch * cols, 9);
+            let bytes = views.iter().map(|v| scratch_bytes(v, batch)).max().unwrap();
+            let mut scratch = vec![0u8; bytes];
+            let mut one: Vec<Vec<f32>> = rows.iter().map(|&r| vec![0.0; batch * r]).collect();
+            for (out, v) in one.iter_mut().zip(&views) {
+                matmul(out, &x, v, batch, &mut scratch).unwrap();
+            }
+            let mut all: Vec<Vec<f32>> = rows.iter().map(|&r| vec![1.0; batch * r]).collect();
+            let [a, b, c] = &mut all[..] else {
+                unreachable!()
+            };
+            matmul_many(
+                [a, b, c],
+                &x,
+                [&views[0], &views[1], &views[2]],
+                batch,
+                &mut scratch,
+            )
+            .unwrap();
+            for i in 0..3 {
+                let same = one[i]
+                    .iter()
+                    .zip(&all[i])
+                    .all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "{:?} batch {batch}: matrix {i} differs", types);
+            }
+        }
+    }
+    // A short output is an error, as in `matmul`.
+    let data = quantized(GgmlType::Q4_0, 8, 1);
+    let v = WeightView {
+        ty: GgmlType::Q4_0,
+        cols,
+        rows: 8,
+        data: &data,
+    };
+    let mut scratch = vec![0u8; scratch_bytes(&v, 1)];
+    let (mut a, mut b) = (vec![0f32; 8], vec![0f32; 7]);
+    let x = values(cols, 3);
+    assert!(matmul_many([&mut a[..], &mut b[..]], &x, [&v, &v], 1, &mut scratch).is_err());
+}

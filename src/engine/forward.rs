@@ -270,9 +270,13 @@ fn layer_part(
 
     // qkv projections
     let (q, k, v) = (&mut b[..n * qd], &mut k[..n * kd], &mut v[..n * vd]);
-    matmul(q, xb, &w.wq, n, &mut st.act)?;
-    matmul(k, xb, &w.wk, n, &mut st.act)?;
-    matmul(v, xb, &w.wv, n, &mut st.act)?;
+    matmul::matmul_many(
+        [&mut *q, &mut *k, &mut *v],
+        xb,
+        [&w.wq, &w.wk, &w.wv],
+        n,
+        &mut st.act,
+    )?;
     for (buf, bias, width) in [
         (&mut *q, w.bq, qd),
         (&mut *k, w.bk, kd),
@@ -338,8 +342,13 @@ fn layer_part(
 
     // gated feed-forward: down(act(gate(x)) * up(x))
     let (gate, up_f) = (&mut gate[..n * f], &mut up[..n * f]);
-    matmul(gate, xb, &w.w_gate, n, &mut st.act)?;
-    matmul(up_f, xb, &w.w_up, n, &mut st.act)?;
+    matmul::matmul_many(
+        [&mut *gate, &mut *up_f],
+        xb,
+        [&w.w_gate, &w.w_up],
+        n,
+        &mut st.act,
+    )?;
     match c.activation {
         Activation::SwiGlu => cpu::swiglu(gate, up_f),
         Activation::GeGlu => cpu::geglu(gate, up_f),

@@ -51,60 +51,87 @@ pub fn matmul(
     batch: usize,
     scratch: &mut [u8],
 ) -> Result<()> {
-    let kernels = quant::best(w.ty)
-        .ok_or_else(|| Error::Unsupported(format!("matmul with {} weights", w.ty)))?;
+    matmul_many([out], x, [w], batch, scratch)
+}
+
+/// [`matmul`] of several matrices that read the same input (the query, key and value
+/// projections; the gate and up projections), as one product: the activations are quantized
+/// once and one parallel loop covers the rows of all of them, so a decode step hands out work
+/// to the threads once instead of once per matrix. Matrices of different types or widths go
+/// one at a time. `scratch`: at least [`scratch_bytes`] of the first matrix.
+pub fn matmul_many<const N: usize>(
+    outs: [&mut [f32]; N],
+    x: &[f32],
+    ws: [&WeightView; N],
+    batch: usize,
+    scratch: &mut [u8],
+) -> Result<()> {
+    let Some(&w0) = ws.first() else {
+        return Ok(());
+    };
+    if ws.iter().any(|w| w.ty != w0.ty || w.cols != w0.cols) {
+        for (out, w) in outs.into_iter().zip(ws) {
+            matmul_many([out], x, [w], batch, scratch)?;
+        }
+        return Ok(());
+    }
+    let kernels = quant::best(w0.ty)
+        .ok_or_else(|| Error::Unsupported(format!("matmul with {} weights", w0.ty)))?;
     let vec_dot: VecDotFn = kernels
         .vec_dot
-        .ok_or_else(|| Error::Unsupported(format!("dot product of {} weights", w.ty)))?;
+        .ok_or_else(|| Error::Unsupported(format!("dot product of {} weights", w0.ty)))?;
     let quantize = quant::best(kernels.dot_type)
         .and_then(|k| k.quantize)
         .ok_or_else(|| {
             Error::Unsupported(format!("quantizing activations to {}", kernels.dot_type))
         })?;
+    let cols = w0.cols;
     let xrow = kernels
         .dot_type
-        .row_bytes(w.cols as u64)
-        .ok_or_else(|| Error::Invalid(format!("{} values of {}", w.cols, kernels.dot_type)))?
+        .row_bytes(cols as u64)
+        .ok_or_else(|| Error::Invalid(format!("{} values of {}", cols, kernels.dot_type)))?
         as usize;
-    let wrow = w.row_bytes();
-    if out.len() < batch * w.rows
-        || x.len() < batch * w.cols
-        || scratch.len() < batch * xrow
-        || w.data.len() < w.rows * wrow
-        || w.ty.row_bytes(w.cols as u64) != Some(wrow as u64)
-    {
-        return Err(Error::Invalid(format!(
-            "matmul shapes: out {} for {batch}x{} rows, x {} for {batch}x{} cols, scratch {} of {}, weight {} bytes for {} rows of {}",
-            out.len(),
-            w.rows,
-            x.len(),
-            w.cols,
-            scratch.len(),
-            batch * xrow,
-            w.data.len(),
-            w.rows,
-            wrow
-        )));
+    let wrow = w0.row_bytes();
+    for (out, w) in outs.iter().zip(ws) {
+        if out.len() < batch * w.rows
+            || x.len() < batch * w.cols
+            || scratch.len() < batch * xrow
+            || w.data.len() < w.rows * wrow
+            || w.ty.row_bytes(w.cols as u64) != Some(wrow as u64)
+        {
+            return Err(Error::Invalid(format!(
+                "matmul shapes: out {} for {batch}x{} rows, x {} for {batch}x{} cols, scratch {} of {}, weight {} bytes for {} rows of {}",
+                out.len(),
+                w.rows,
+                x.len(),
+                w.cols,
+                scratch.len(),
+                batch * xrow,
+                w.data.len(),
+                w.rows,
+                wrow
+            )));
+        }
     }
 
     // Quantize the activations once.
     let (act, prep) = scratch.split_at_mut(batch * xrow);
     if batch == 1 {
-        quantize(&x[..w.cols], act, None);
+        quantize(&x[..cols], act, None);
     } else {
         act.par_chunks_mut(xrow)
-            .zip(x.par_chunks(w.cols))
+            .zip(x.par_chunks(cols))
             .for_each(|(dst, src)| quantize(src, dst, None));
     }
     let act = &*act;
 
     // A large batch goes through the batched kernel, a smaller one a vector at a time
     // through the matvec kernel (where there is one), with the activations in their form.
-    let mut gemm = batched(w.ty, batch);
-    let mut gemv = if gemm.is_none() { matvec(w.ty) } else { None };
+    let mut gemm = batched(w0.ty, batch);
+    let mut gemv = if gemm.is_none() { matvec(w0.ty) } else { None };
     let prepare = match (gemm, gemv) {
-        (Some(g), _) => g.prepare.map(|f| (f, g.prepared_bytes(w.cols))),
-        (None, Some(v)) => Some((v.prepare, gemv_prepared_bytes(w.cols))),
+        (Some(g), _) => g.prepare.map(|f| (f, g.prepared_bytes(cols))),
+        (None, Some(v)) => Some((v.prepare, gemv_prepared_bytes(cols))),
         (None, None) => None,
     };
     let mut kernel_act = (act, xrow);
@@ -113,11 +140,11 @@ pub fn matmul(
         let prep = &mut prep[..n];
         let ok = prep.len() == batch * prow
             && if batch == 1 {
-                prepare(w.cols, act, prep)
+                prepare(cols, act, prep)
             } else {
                 prep.par_chunks_mut(prow)
                     .zip(act.par_chunks(xrow))
-                    .all(|(dst, src)| prepare(w.cols, src, dst))
+                    .all(|(dst, src)| prepare(cols, src, dst))
             };
         if ok {
             kernel_act = (&*prep, prow);
@@ -128,7 +155,7 @@ pub fn matmul(
 
     // Rows per L1 tile: about 8 KiB of weights.
     let tile = (8192 / wrow.max(1)).clamp(1, 64);
-    let run = |r0: usize, r1: usize, outp: OutPtr| {
+    let run = |w: &WeightView, r0: usize, r1: usize, outp: OutPtr| {
         if let Some(g) = gemm {
             run_tiled(
                 g.run, vec_dot, w, wrow, act, xrow, kernel_act, batch, r0, r1, outp,
@@ -155,23 +182,33 @@ pub fn matmul(
             t0 = t1;
         }
     };
-    let outp = OutPtr(out.as_mut_ptr());
+    let outps = outs.map(|o| OutPtr(o.as_mut_ptr()));
+    let rows: usize = ws.iter().map(|w| w.rows).sum();
     let n_threads = rayon::current_num_threads().max(1);
     // Weight bytes times activation vectors: below this the whole product takes a few
     // microseconds, about what waking a sleeping worker costs.
-    if n_threads == 1 || w.rows * wrow * batch < SERIAL_BYTES {
-        run(0, w.rows, outp);
+    if n_threads == 1 || rows * wrow * batch < SERIAL_BYTES {
+        for (w, &outp) in ws.iter().zip(&outps) {
+            run(w, 0, w.rows, outp);
+        }
         return Ok(());
     }
-    let mut chunk = w.rows.div_ceil(n_threads * 4).max(tile.min(w.rows));
+    let mut chunk = rows.div_ceil(n_threads * 4).max(tile.min(rows));
     if gemm.is_some() {
         // Whole groups of rows: a partial one costs as much as a full one.
         chunk = chunk.next_multiple_of(ROWS);
     }
-    let n_chunks = w.rows.div_ceil(chunk);
+    // Chunks of each matrix, numbered across them: matrix i has chunks first[i] .. first[i+1].
+    let mut first = [0usize; N];
+    let mut n_chunks = 0;
+    for (f, w) in first.iter_mut().zip(ws) {
+        *f = n_chunks;
+        n_chunks += w.rows.div_ceil(chunk);
+    }
     (0..n_chunks).into_par_iter().for_each(|c| {
-        let r0 = c * chunk;
-        run(r0, (r0 + chunk).min(w.rows), outp);
+        let i = first.partition_point(|&f| f <= c) - 1;
+        let (w, r0) = (ws[i], (c - first[i]) * chunk);
+        run(w, r0, (r0 + chunk).min(w.rows), outps[i]);
     });
     Ok(())
 }
