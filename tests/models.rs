@@ -251,3 +251,35 @@ fn smollm2_split_in_three_inspects_as_one_model() {
     assert!(text.contains("shards         3\n"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Releasing the vocabulary drops only the tokenizer's arrays: every tensor reads the same
+/// bytes (the header pages are read again from the file), the other metadata stays, and a
+/// tokenizer asked for afterwards is an error, not a panic.
+#[test]
+fn release_vocabulary_keeps_the_weights() {
+    for file in [SMOLLM2, GEMMA3] {
+        let mut f = GgufFile::open(model(file)).unwrap();
+        let before: Vec<Vec<u8>> = f.tensors().iter().map(|t| f.data(t).to_vec()).collect();
+        let arch = f
+            .metadata()
+            .opt_str("general.architecture")
+            .unwrap()
+            .map(str::to_owned);
+        assert!(strait::tokenizer::Tokenizer::from_gguf(&f).is_ok());
+        f.release_vocabulary();
+        for (t, b) in f.tensors().iter().zip(&before) {
+            assert!(f.data(t) == &b[..], "{file}: {} changed", t.name);
+        }
+        assert_eq!(
+            f.metadata().opt_str("general.architecture").unwrap(),
+            arch.as_deref()
+        );
+        assert!(arch.is_some());
+        assert!(f
+            .metadata()
+            .opt_array("tokenizer.ggml.tokens")
+            .unwrap()
+            .is_none());
+        assert!(strait::tokenizer::Tokenizer::from_gguf(&f).is_err());
+    }
+}

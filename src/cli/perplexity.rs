@@ -31,8 +31,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = Model::load(model_path(&args.model)?)?;
+    let mut model = Model::load(model_path(&args.model)?)?;
     let tok = Tokenizer::from_gguf(&model.file)?;
+    model.file.release_vocabulary();
     let text = read_text(&args.file)?;
     let t0 = Instant::now();
     let tokens = tok.encode(&text, true, false)?;

@@ -156,8 +156,9 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>> {
 pub fn run(args: Args) -> Result<()> {
     let t_load = Instant::now();
     let path = model_path(&args.model)?;
-    let model = Model::load(&path)?;
+    let mut model = Model::load(&path)?;
     let tok = Tokenizer::from_gguf(&model.file)?;
+    model.file.release_vocabulary();
     let c = &model.config;
     let n_ctx = if args.ctx > 0 {
         args.ctx

@@ -719,6 +719,43 @@ impl GgufFile {
         &self.metadata
     }
 
+    /// Frees what only the tokenizer reads, for a caller that has built its tokenizer: the
+    /// vocabulary arrays of the metadata (tokens, scores, types, merges: a few MB, 17 MB for a
+    /// 262144-token vocabulary) and the pages of each file's header that parsing brought in.
+    /// Those are read again from the file if anything touches them; the arrays are gone from
+    /// [`GgufFile::metadata`].
+    pub fn release_vocabulary(&mut self) {
+        for key in [
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.scores",
+            "tokenizer.ggml.token_type",
+            "tokenizer.ggml.merges",
+        ] {
+            self.metadata.remove(key);
+        }
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only returns free heap pages to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        #[cfg(unix)]
+        for s in &self.shards {
+            // Whole pages before the first tensor's (the kernel rounds to its page size: on
+            // a larger page than 4 KiB the first tensor's may go too, and is read again).
+            let end = (s.data_offset as usize).min(s.map.len()) / 4096 * 4096;
+            if end > 0 {
+                // SAFETY: the mapping is private and read-only, so its pages hold the file's
+                // bytes unchanged: dropping them only makes the kernel read them from the
+                // file again if they are touched, and no reference into them is live (the
+                // metadata owns its values).
+                let _ = unsafe {
+                    s.map
+                        .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, end)
+                };
+            }
+        }
+    }
+
     /// Every tensor, in file order (shard by shard).
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
