@@ -733,7 +733,7 @@ impl GgufFile {
         ] {
             self.metadata.remove(key);
         }
-        #[cfg(target_env = "gnu")]
+        #[cfg(all(unix, target_env = "gnu"))]
         // SAFETY: malloc_trim only returns free heap pages to the system.
         unsafe {
             libc::malloc_trim(0);
