@@ -282,23 +282,9 @@ fn matvec(_: GgmlType) -> Option<Gemv> {
 fn gemv_prepared_bytes(_: usize) -> usize {
     0
 }
+/// Never called off x86-64 (`matvec` returns no kernel): as `run_tiled` there.
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-fn run_matvec(
-    _: fn(),
-    vec_dot: VecDotFn,
-    w: &WeightView,
-    wrow: usize,
-    act: &[u8],
-    xrow: usize,
-    _: (&[u8], usize),
-    batch: usize,
-    t0: usize,
-    t1: usize,
-    outp: OutPtr,
-) {
-    rows_by_dot(vec_dot, w, wrow, act, xrow, batch, t0, t1, outp);
-}
+use self::run_tiled as run_matvec;
 
 /// No batched kernels off x86-64: every row by `vec_dot`.
 #[cfg(not(target_arch = "x86_64"))]

@@ -357,38 +357,53 @@ fn legacy_gemm<const MIN: bool>(
         } else {
             legacy_unpack(ty, nb, w, wrow, nr, wq, start, dw, mw);
         }
-        let w = LegacyUnpacked {
+        let w = LegacyUnpacked::<MIN> {
             nb,
             wq,
             start,
             dw,
             mw,
         };
-        let mut c0 = 0;
-        while c0 < nc {
-            c0 += if nc - c0 >= WIDE {
-                legacy_pass::<MIN, WIDE>(&w, a, arow, nc, c0, nr, put)
-            } else {
-                legacy_pass::<MIN, COLS>(&w, a, arow, nc, c0, nr, put)
-            };
-        }
+        passes(&w, a, arow, nc, nr, put);
     });
     true
 }
 
-/// A group of 16 rows as `legacy_unpack` leaves it.
-struct LegacyUnpacked<'a> {
-    nb: usize,
-    wq: &'a [u8],
-    start: &'a [i32],
-    dw: &'a [f32],
-    mw: &'a [f32],
+/// A group of 16 rows unpacked for its family's kernel.
+trait Unpacked {
+    /// Bytes of one activation row that the kernel reads.
+    fn act_bytes(&self) -> usize;
+    /// `res[k] = the 16 rows against ya[k]`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL/VNNI, and every `ya` slice holds `act_bytes()` bytes.
+    unsafe fn kernel<const C: usize>(&self, ya: [&[u8]; C], res: &mut [[f32; ROWS]; C]);
+}
+
+/// Every activation vector against the unpacked group, `WIDE` at a time while that many are
+/// left, then `COLS`.
+fn passes<U: Unpacked>(
+    u: &U,
+    a: &[u8],
+    arow: usize,
+    nc: usize,
+    nr: usize,
+    put: &mut dyn FnMut(usize, &[f32]),
+) {
+    let mut c0 = 0;
+    while c0 < nc {
+        c0 += if nc - c0 >= WIDE {
+            pass::<U, WIDE>(u, a, arow, nc, c0, nr, put)
+        } else {
+            pass::<U, COLS>(u, a, arow, nc, c0, nr, put)
+        };
+    }
 }
 
 /// Activation vectors `c0 .. c0 + C` (the last one standing in for those past `nc`) against
 /// the unpacked group; returns `C`.
-fn legacy_pass<const MIN: bool, const C: usize>(
-    w: &LegacyUnpacked,
+fn pass<U: Unpacked, const C: usize>(
+    u: &U,
     a: &[u8],
     arow: usize,
     nc: usize,
@@ -398,14 +413,32 @@ fn legacy_pass<const MIN: bool, const C: usize>(
 ) -> usize {
     let mut res = [[0f32; ROWS]; C];
     let ya: [&[u8]; C] =
-        std::array::from_fn(|k| &a[(c0 + k).min(nc - 1) * arow..][..w.nb * PREP_BLOCK]);
+        std::array::from_fn(|k| &a[(c0 + k).min(nc - 1) * arow..][..u.act_bytes()]);
     // SAFETY: `gemm` hands these kernels out only when the CPU has AVX-512 F/BW/VL/VNNI;
-    // every slice holds `nb` blocks (checked and cut by `legacy_gemm`).
-    unsafe { legacy_kernel::<MIN, C>(w.nb, w.wq, w.start, w.dw, w.mw, ya, &mut res) };
+    // every slice holds `act_bytes()` (cut above, from rows the callers checked).
+    unsafe { u.kernel(ya, &mut res) };
     for (k, col) in res.iter().enumerate().take(nc - c0) {
         put(c0 + k, &col[..nr]);
     }
     C
+}
+
+/// A group of 16 rows as `legacy_unpack` leaves it.
+struct LegacyUnpacked<'a, const MIN: bool> {
+    nb: usize,
+    wq: &'a [u8],
+    start: &'a [i32],
+    dw: &'a [f32],
+    mw: &'a [f32],
+}
+
+impl<const MIN: bool> Unpacked for LegacyUnpacked<'_, MIN> {
+    fn act_bytes(&self) -> usize {
+        self.nb * PREP_BLOCK
+    }
+    unsafe fn kernel<const C: usize>(&self, ya: [&[u8]; C], res: &mut [[f32; ROWS]; C]) {
+        legacy_kernel::<MIN, C>(self.nb, self.wq, self.start, self.dw, self.mw, ya, res)
+    }
 }
 
 /// A group of 16 rows into the kernel's layout: values interleaved by word, and per row and
@@ -745,7 +778,7 @@ fn k_gemm<const L: usize>(
         } else {
             k_unpack::<L>(kind.scalar(), bs, nb, w, wrow, nr, out)
         }
-        let g = KGroup {
+        let g = KGroup::<L> {
             nb,
             wq: &*wq,
             sc: &*sc,
@@ -753,20 +786,13 @@ fn k_gemm<const L: usize>(
             dw: &*dw,
             mw: &*mw,
         };
-        let mut c0 = 0;
-        while c0 < nc {
-            c0 += if nc - c0 >= WIDE {
-                k_pass::<L, WIDE>(&g, a, arow, nc, c0, nr, put)
-            } else {
-                k_pass::<L, COLS>(&g, a, arow, nc, c0, nr, put)
-            };
-        }
+        passes(&g, a, arow, nc, nr, put);
     });
     true
 }
 
 /// A group of 16 rows as `k_unpack` leaves it.
-struct KGroup<'a> {
+struct KGroup<'a, const L: usize> {
     nb: usize,
     wq: &'a [u8],
     sc: &'a [i32],
@@ -775,26 +801,15 @@ struct KGroup<'a> {
     mw: &'a [f32],
 }
 
-/// As `legacy_pass`, for the super-block formats.
-fn k_pass<const L: usize, const C: usize>(
-    g: &KGroup,
-    a: &[u8],
-    arow: usize,
-    nc: usize,
-    c0: usize,
-    nr: usize,
-    put: &mut dyn FnMut(usize, &[f32]),
-) -> usize {
-    let mut res = [[0f32; ROWS]; C];
-    let ya: [&[u8]; C] =
-        std::array::from_fn(|k| &a[(c0 + k).min(nc - 1) * arow..][..g.nb * Q8K_BYTES]);
-    // SAFETY: as in `legacy_pass`: the CPU runs these instructions, and every slice holds
-    // `nb` super-blocks.
-    unsafe { k_kernel::<L, C>(g.nb, g.wq, g.sc, g.mp, g.dw, g.mw, ya, &mut res) };
-    for (k, col) in res.iter().enumerate().take(nc - c0) {
-        put(c0 + k, &col[..nr]);
+impl<const L: usize> Unpacked for KGroup<'_, L> {
+    fn act_bytes(&self) -> usize {
+        self.nb * Q8K_BYTES
     }
-    C
+    unsafe fn kernel<const C: usize>(&self, ya: [&[u8]; C], res: &mut [[f32; ROWS]; C]) {
+        k_kernel::<L, C>(
+            self.nb, self.wq, self.sc, self.mp, self.dw, self.mw, ya, res,
+        )
+    }
 }
 
 /// A group's unpacked super-blocks: words of 16 rows, sub-block scale vectors, i16 pairs of
