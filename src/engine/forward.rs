@@ -3,12 +3,12 @@
 //! All buffers live in [`State`], allocated once for a batch size and a context length.
 
 use super::kv::KvCache;
+use crate::backend::cpu::team::{self, Parts};
 use crate::backend::cpu::{self, fast, matmul};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Config, LayerWeights, WeightView};
 use crate::quant::{self, GgmlType};
 use half::f16;
-use rayon::prelude::*;
 
 /// Activations and scratch for a batch of up to `n_batch` tokens.
 ///
@@ -458,57 +458,66 @@ fn attention(
     // Position j is in row j % rows (a ring on sliding-window layers).
     let rows = kv.rows[il];
 
-    att_h[..c.n_head * n * hv]
-        .par_chunks_mut(n * hv)
-        .zip(heads.scores.par_chunks_mut(n_ctx))
-        .zip(heads.q_dot.par_chunks_mut(qdot_bytes))
-        .zip(heads.v_row.par_chunks_mut(hv))
-        .zip(heads.q_h.par_chunks_mut(hk))
-        .enumerate()
-        .for_each(|(h, ((((out_h, scores), q_dot), v_tmp), q_h))| {
-            let g = h / group;
-            for t in 0..n {
-                let pos = pos0 + t;
-                let lo = match window {
-                    // ggml masks key positions p0 with pos - p0 >= window.
-                    Some(w) => (pos + 1).saturating_sub(w),
-                    None => 0,
-                };
-                let s = &mut scores[..pos + 1 - lo];
-                let qh = &q[t * qd + h * hk..t * qd + (h + 1) * hk];
-                if v_f16 {
-                    // Q meets an F16 K as F16 (ggml converts src1 to the dot type).
-                    fast::round_f16(q_h, qh);
+    // Per head: its output rows and its own scratch.
+    let outs = Parts::new(&mut att_h[..c.n_head * n * hv], n * hv);
+    let scores = Parts::new(heads.scores, n_ctx);
+    let q_dots = Parts::new(heads.q_dot, qdot_bytes);
+    let v_tmps = Parts::new(heads.v_row, hv);
+    let q_hs = Parts::new(heads.q_h, hk);
+    team::for_each(c.n_head, |h| {
+        // SAFETY: each task takes the parts of its own head.
+        let (out_h, scores, q_dot, v_tmp, q_h) = unsafe {
+            (
+                outs.get(h),
+                scores.get(h),
+                q_dots.get(h),
+                v_tmps.get(h),
+                q_hs.get(h),
+            )
+        };
+        let g = h / group;
+        for t in 0..n {
+            let pos = pos0 + t;
+            let lo = match window {
+                // ggml masks key positions p0 with pos - p0 >= window.
+                Some(w) => (pos + 1).saturating_sub(w),
+                None => 0,
+            };
+            let s = &mut scores[..pos + 1 - lo];
+            let qh = &q[t * qd + h * hk..t * qd + (h + 1) * hk];
+            if v_f16 {
+                // Q meets an F16 K as F16 (ggml converts src1 to the dot type).
+                fast::round_f16(q_h, qh);
+            } else {
+                to_dot(qh, q_dot, None);
+            }
+            for (i, j) in (lo..=pos).enumerate() {
+                let j = j % rows;
+                let kh = &k_cache[j * k_row + g * k_head..j * k_row + (g + 1) * k_head];
+                s[i] = if v_f16 {
+                    fast::dot_f16_f32(kh, q_h)
                 } else {
-                    to_dot(qh, q_dot, None);
-                }
-                for (i, j) in (lo..=pos).enumerate() {
-                    let j = j % rows;
-                    let kh = &k_cache[j * k_row + g * k_head..j * k_row + (g + 1) * k_head];
-                    s[i] = if v_f16 {
-                        fast::dot_f16_f32(kh, q_h)
-                    } else {
-                        vec_dot(hk, kh, q_dot)
-                    } * kq_scale;
-                }
-                cpu::softmax(s);
-                let out = &mut out_h[t * hv..(t + 1) * hv];
-                out.fill(0.0);
-                for (i, j) in (lo..=pos).enumerate() {
-                    let j = j % rows;
-                    let vh = &v_cache[j * v_row + g * v_head..j * v_row + (g + 1) * v_head];
-                    if v_f16 {
-                        fast::axpy_f16(out, f16::from_f32(s[i]).to_f32(), vh);
-                    } else {
-                        deq(vh, v_tmp);
-                        let p = s[i];
-                        for (o, &x) in out.iter_mut().zip(v_tmp.iter()) {
-                            *o += p * x;
-                        }
+                    vec_dot(hk, kh, q_dot)
+                } * kq_scale;
+            }
+            cpu::softmax(s);
+            let out = &mut out_h[t * hv..(t + 1) * hv];
+            out.fill(0.0);
+            for (i, j) in (lo..=pos).enumerate() {
+                let j = j % rows;
+                let vh = &v_cache[j * v_row + g * v_head..j * v_row + (g + 1) * v_head];
+                if v_f16 {
+                    fast::axpy_f16(out, f16::from_f32(s[i]).to_f32(), vh);
+                } else {
+                    deq(vh, v_tmp);
+                    let p = s[i];
+                    for (o, &x) in out.iter_mut().zip(v_tmp.iter()) {
+                        *o += p * x;
                     }
                 }
             }
-        });
+        }
+    });
     Ok(())
 }
 

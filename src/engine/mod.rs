@@ -16,6 +16,7 @@ pub mod stream;
 pub use forward::{forward_layer, State};
 pub use kv::KvCache;
 
+use crate::backend::cpu::team::Team;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::{Config, LayerWeights, ModelTensors, WeightView};
@@ -81,7 +82,7 @@ pub struct Options {
     pub kv_type: GgmlType,
     /// Logits for every position of a batch (perplexity, logits), not only the last.
     pub all_logits: bool,
-    /// Worker threads; 0 for rayon's default.
+    /// Threads; 0 for one per logical CPU.
     pub threads: usize,
 }
 
@@ -109,7 +110,7 @@ pub struct Engine<'m> {
     pub model: &'m Model,
     pub kv: KvCache,
     pub state: State,
-    pool: rayon::ThreadPool,
+    team: Team,
 }
 
 impl<'m> Engine<'m> {
@@ -130,16 +131,18 @@ impl<'m> Engine<'m> {
             mats.extend([l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down]);
         }
         let state = State::new(c, n_batch, n_out, &kv, &mats)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(opts.threads)
-            .build()
-            .map_err(|e| Error::Invalid(format!("cannot start {} threads: {e}", opts.threads)))?;
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let team = Team::new(threads)
+            .map_err(|e| Error::Invalid(format!("cannot start {threads} threads: {e}")))?;
         crate::backend::cpu::init_tables();
         Ok(Engine {
             model,
             kv,
             state,
-            pool,
+            team,
         })
     }
 
@@ -305,7 +308,7 @@ impl<'m> Engine<'m> {
         let st = &mut self.state;
         let kv = &mut self.kv;
         let rope_factors = model.rope_factors()?;
-        self.pool.install(|| -> Result<()> {
+        self.team.install(|| -> Result<()> {
             forward::embed(c, st, &model.token_embd(), tokens)?;
             for il in 0..c.n_layer {
                 let w = model.layer(il)?;

@@ -1012,7 +1012,7 @@ fn forward_streamed<'m, D: Device<'m> + Send>(
     let rope_factors = model.rope_factors()?;
     embed(c, st, &model.token_embd(), tokens)?;
     // On the engine's threads, as its own forward pass.
-    engine.pool.install(|| {
+    engine.team.install(|| {
         exec.pass(|u, unit, w| {
             if u < c.n_layer {
                 let lw = match w {

@@ -3,9 +3,10 @@
 //! As ggml's `ggml_compute_forward_mul_mat`: the activations are quantized once per call to
 //! the weight type's dot type (Q8_0, Q8_1, Q8_K, F16, F32), then every output is one `vec_dot`
 //! of a weight row with an activation row, accumulated in f32, with the kernels of the path
-//! chosen at start-up (`quant::best`). Rows are split over the rayon threads in a few chunks
-//! per thread; within a chunk, a tile of rows small enough for L1 meets every activation vector
-//! before the next tile is read, so that a batch reads each weight from memory once. From a
+//! chosen at start-up (`quant::best`). Rows are split in a few chunks per thread over the
+//! current team's threads (`team::for_each`: the engine's, else rayon's); within a chunk, a
+//! tile of rows small enough for L1 meets every activation vector before the next tile is
+//! read, so that a batch reads each weight from memory once. From a
 //! few vectors on the avx512 path, rows go 16 at a time through a kernel that unpacks them once
 //! for all vectors (`avx512::gemm`: the legacy formats, the K-quants, IQ4_NL/XS and the float
 //! types). Fewer vectors of a 4-bit format (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS) go one at a
@@ -13,10 +14,10 @@
 //! (`avx512::gemv`). A matrix too small to pay for waking the other threads runs on the
 //! calling thread.
 
+use super::team::{self, Parts};
 use crate::error::{Error, Result};
 use crate::model::WeightView;
 use crate::quant::{self, GgmlType, VecDotFn};
-use rayon::prelude::*;
 
 /// Bytes of the quantized activations `matmul` needs for `batch` vectors of `w`'s input width
 /// (and of their copy in the batched kernel's form, where it has one).
@@ -119,9 +120,12 @@ pub fn matmul_many<const N: usize>(
     if batch == 1 {
         quantize(&x[..cols], act, None);
     } else {
-        act.par_chunks_mut(xrow)
-            .zip(x.par_chunks(cols))
-            .for_each(|(dst, src)| quantize(src, dst, None));
+        let dst = Parts::new(act, xrow);
+        team::for_each(batch, |b| {
+            // SAFETY: each task takes the row of its own index.
+            let dst = unsafe { dst.get(b) };
+            quantize(&x[b * cols..(b + 1) * cols], dst, None);
+        });
     }
     let act = &*act;
 
@@ -142,9 +146,16 @@ pub fn matmul_many<const N: usize>(
             && if batch == 1 {
                 prepare(cols, act, prep)
             } else {
-                prep.par_chunks_mut(prow)
-                    .zip(act.par_chunks(xrow))
-                    .all(|(dst, src)| prepare(cols, src, dst))
+                let dst = Parts::new(prep, prow);
+                let ok = std::sync::atomic::AtomicBool::new(true);
+                team::for_each(batch, |b| {
+                    // SAFETY: each task takes the row of its own index.
+                    let dst = unsafe { dst.get(b) };
+                    if !prepare(cols, &act[b * xrow..(b + 1) * xrow], dst) {
+                        ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+                ok.into_inner()
             };
         if ok {
             kernel_act = (&*prep, prow);
@@ -184,7 +195,7 @@ pub fn matmul_many<const N: usize>(
     };
     let outps = outs.map(|o| OutPtr(o.as_mut_ptr()));
     let rows: usize = ws.iter().map(|w| w.rows).sum();
-    let n_threads = rayon::current_num_threads().max(1);
+    let n_threads = team::threads().max(1);
     // Weight bytes times activation vectors: below this the whole product takes a few
     // microseconds, about what waking a sleeping worker costs.
     if n_threads == 1 || rows * wrow * batch < SERIAL_BYTES {
@@ -205,7 +216,7 @@ pub fn matmul_many<const N: usize>(
         *f = n_chunks;
         n_chunks += w.rows.div_ceil(chunk);
     }
-    (0..n_chunks).into_par_iter().for_each(|c| {
+    team::for_each(n_chunks, |c| {
         let i = first.partition_point(|&f| f <= c) - 1;
         let (w, r0) = (ws[i], (c - first[i]) * chunk);
         run(w, r0, (r0 + chunk).min(w.rows), outps[i]);

@@ -4,6 +4,7 @@
 
 pub mod fast;
 pub mod matmul;
+pub mod team;
 
 pub use matmul::matmul;
 
