@@ -66,25 +66,32 @@ fn share(epoch: u64, next: usize, end: usize) -> u64 {
 #[repr(align(128))]
 struct Padded<T>(T);
 
+struct Launch {
+    /// The loop's number: workers wait for it to change.
+    epoch: AtomicU64,
+    /// Its task, a `&(dyn Fn(usize) + Sync)` on its caller's stack; valid while any of the
+    /// loop's tasks is not done.
+    job: AtomicPtr<()>,
+    /// The team is being dropped: workers return.
+    stop: AtomicBool,
+}
+
 struct Shared {
-    /// The current loop's number: workers wait for it to change.
-    epoch: Padded<AtomicU64>,
+    /// The current loop: all a waiting worker reads, in one cache line.
+    launch: Padded<Launch>,
     /// Per thread (0: the one that started the loop, then the workers): its share.
     shares: Box<[Padded<AtomicU64>]>,
-    /// The current loop's task, a `&(dyn Fn(usize) + Sync)` on its caller's stack; valid while
-    /// any of the loop's tasks is not done.
-    job: AtomicPtr<()>,
     /// Tasks of the current loop finished, added by each thread once it has no more.
     done: Padded<AtomicUsize>,
     /// A loop is running: a loop started from inside one runs on its thread alone.
     busy: AtomicBool,
     /// A task panicked; its payload, re-raised on the thread that started the loop.
     panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+    panicked: AtomicBool,
     /// Per worker: parked (or about to park) until the next loop.
     parked: Box<[AtomicBool]>,
     /// The workers, to unpark; set once all have started.
     workers: OnceLock<Vec<Thread>>,
-    stop: AtomicBool,
 }
 
 /// `n` threads: the caller and `n - 1` workers.
@@ -102,15 +109,18 @@ impl Team {
     pub fn new(n: usize) -> std::io::Result<Team> {
         let workers = n.saturating_sub(1);
         let shared = Arc::new(Shared {
-            epoch: Padded(AtomicU64::new(0)),
+            launch: Padded(Launch {
+                epoch: AtomicU64::new(0),
+                job: AtomicPtr::new(std::ptr::null_mut()),
+                stop: AtomicBool::new(false),
+            }),
             shares: (0..=workers).map(|_| Padded(AtomicU64::new(0))).collect(),
-            job: AtomicPtr::new(std::ptr::null_mut()),
             done: Padded(AtomicUsize::new(0)),
             busy: AtomicBool::new(false),
             panic: Mutex::new(None),
+            panicked: AtomicBool::new(false),
             parked: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             workers: OnceLock::new(),
-            stop: AtomicBool::new(false),
         });
         // Dropped on an early return, this stops the workers already started.
         let mut team = Team {
@@ -153,7 +163,7 @@ impl Team {
 
 impl Drop for Team {
     fn drop(&mut self) {
-        self.shared.stop.store(true, SeqCst);
+        self.shared.launch.0.stop.store(true, SeqCst);
         for h in self.handles.drain(..) {
             h.thread().unpark();
             let _ = h.join();
@@ -198,8 +208,8 @@ impl Shared {
         // Every task of the previous loop is done (its `run` waited), so no thread reads
         // these until the new loop number is published.
         self.done.0.store(0, Relaxed);
-        self.job.store(&f as *const &_ as *mut (), Relaxed);
-        let epoch = (self.epoch.0.load(Relaxed) + 1) % EPOCHS;
+        self.launch.0.job.store(&f as *const &_ as *mut (), Relaxed);
+        let epoch = (self.launch.0.epoch.load(Relaxed) + 1) % EPOCHS;
         for (t, s) in self.shares.iter().enumerate() {
             s.0.store(
                 share(epoch, t * n / threads, (t + 1) * n / threads),
@@ -208,7 +218,7 @@ impl Shared {
         }
         // SeqCst with the workers' `parked` flags: either a worker sees this loop before it
         // parks, or this thread sees it parked and wakes it.
-        self.epoch.0.store(epoch, SeqCst);
+        self.launch.0.epoch.store(epoch, SeqCst);
         for (i, p) in self.parked.iter().enumerate() {
             if p.load(SeqCst) && p.swap(false, SeqCst) {
                 if let Some(t) = self.workers.get().and_then(|w| w.get(i)) {
@@ -223,8 +233,10 @@ impl Shared {
         if let Err(p) = mine {
             resume_unwind(p);
         }
-        if let Some(p) = self.panic.lock().ok().and_then(|mut p| p.take()) {
-            resume_unwind(p);
+        if self.panicked.swap(false, Relaxed) {
+            if let Some(p) = self.panic.lock().ok().and_then(|mut p| p.take()) {
+                resume_unwind(p);
+            }
         }
     }
 
@@ -232,18 +244,24 @@ impl Shared {
     /// from their ends, until none is left.
     fn work(&self, me: usize, epoch: u64) {
         let threads = self.shares.len();
+        // Read before any task is taken (it shares the cache line of the loop number), used
+        // only once one is: see below.
+        let job = self.launch.0.job.load(Relaxed) as *const &(dyn Fn(usize) + Sync);
         let mut ran = 0;
         for k in 0..threads {
             let v = (me + k) % threads;
             while let Some(i) = self.take(v, epoch, k == 0) {
-                // SAFETY: the task was taken, so loop `epoch` is not done; its caller waits
-                // for `done` to count this task before `f` leaves its stack, and it stored
-                // `job` before publishing the loop number this thread read.
-                let f = unsafe { *(self.job.load(Relaxed) as *const &(dyn Fn(usize) + Sync)) };
+                // SAFETY: a task of loop `epoch` was taken, so that loop was not done, then or
+                // when `job` was read: its caller had stored `job` before publishing the loop
+                // number this thread read, and stores the next loop's only once this one is
+                // done. The caller waits for `done` to count this task before `f` leaves its
+                // stack.
+                let f = unsafe { *job };
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(i))) {
                     if let Ok(mut slot) = self.panic.lock() {
                         slot.get_or_insert(p);
                     }
+                    self.panicked.store(true, Relaxed);
                 }
                 ran += 1;
             }
@@ -283,22 +301,22 @@ fn worker(s: Arc<Shared>, me: usize) {
     let mut seen = 0u64;
     loop {
         // Spin, then park, until a loop newer than the last one seen.
-        let newer = || s.epoch.0.load(Acquire) != seen || s.stop.load(Relaxed);
+        let newer = || s.launch.0.epoch.load(Acquire) != seen || s.launch.0.stop.load(Relaxed);
         if !wait(newer, Some(SPIN)) {
             park.store(true, SeqCst);
-            if s.epoch.0.load(SeqCst) == seen {
+            if s.launch.0.epoch.load(SeqCst) == seen {
                 // A loop started after the store above finds the flag set and unparks this
                 // thread; one started before it is seen by the load.
-                while park.load(SeqCst) && !s.stop.load(SeqCst) {
+                while park.load(SeqCst) && !s.launch.0.stop.load(SeqCst) {
                     std::thread::park();
                 }
             }
             park.store(false, SeqCst);
         }
-        if s.stop.load(Relaxed) {
+        if s.launch.0.stop.load(Relaxed) {
             return;
         }
-        seen = s.epoch.0.load(Acquire);
+        seen = s.launch.0.epoch.load(Acquire);
         s.work(me, seen);
     }
 }
