@@ -8,7 +8,7 @@
 
 use crate::quant::arch::x86_64::{ahead, prefetch};
 use crate::quant::blocks::{as_blocks, BlockQ8K, BlockQ8_0};
-use crate::quant::fp4::{e8m0_to_fp32_half, BlockMxfp4, KVALUES_MXFP4};
+use crate::quant::fp4::{BlockMxfp4, E8M0_HALF, KVALUES_MXFP4};
 use crate::quant::iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES_IQ4NL};
 use crate::quant::{GgmlType, Kernels, QK_K};
 use std::arch::x86_64::*;
@@ -45,6 +45,9 @@ pub(crate) fn f16_to_f32(bits: [u8; 2]) -> f32 {
 /// A 32-value block of 4-bit indices with one scale (IQ4_NL, MXFP4).
 pub(crate) trait Nl4: bytemuck::Pod {
     const TABLE: [i8; 16];
+    /// The table's levels are small enough (|x| <= 16) that two `vpmaddubsw` pair sums of
+    /// products with activations in [-127, 127] add up in 16 bits.
+    const SMALL: bool;
     fn qs(&self) -> &[u8; 16];
     /// The block's scale (`d` for IQ4_NL, the halved E8M0 power of two for MXFP4).
     /// # Safety
@@ -67,6 +70,7 @@ pub(crate) trait Nl4: bytemuck::Pod {
 
 impl Nl4 for BlockIq4Nl {
     const TABLE: [i8; 16] = KVALUES_IQ4NL;
+    const SMALL: bool = false;
     fn qs(&self) -> &[u8; 16] {
         &self.qs
     }
@@ -88,12 +92,13 @@ impl Nl4 for BlockIq4Nl {
 
 impl Nl4 for BlockMxfp4 {
     const TABLE: [i8; 16] = KVALUES_MXFP4;
+    const SMALL: bool = true;
     fn qs(&self) -> &[u8; 16] {
         &self.qs
     }
     #[inline(always)]
     unsafe fn scale(&self) -> f32 {
-        e8m0_to_fp32_half(self.e)
+        E8M0_HALF[self.e as usize]
     }
 }
 
@@ -116,6 +121,27 @@ fn lookup32(qs: &[u8; 16], table: __m256i) -> __m256i {
     let lo = _mm_and_si128(q, m);
     let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
     _mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo))
+}
+
+/// The levels of two blocks' 16 index bytes: the low nibbles of `a` then of `b` (each block's
+/// values 0..16), and their high nibbles (16..32).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lookup2(a: &[u8; 16], b: &[u8; 16], table: __m256i) -> (__m256i, __m256i) {
+    // SAFETY: `a` and `b` are 16 readable bytes each.
+    let q = unsafe {
+        _mm256_set_m128i(
+            _mm_loadu_si128(b.as_ptr() as *const __m128i),
+            _mm_loadu_si128(a.as_ptr() as *const __m128i),
+        )
+    };
+    let m = _mm256_set1_epi8(0x0f);
+    let lo = _mm256_and_si256(q, m);
+    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m);
+    (
+        _mm256_shuffle_epi8(table, lo),
+        _mm256_shuffle_epi8(table, hi),
+    )
 }
 
 /// Pairwise i16 sums of x·y for x in [-127, 127] and y in [-127, 127] (exact, no saturation).
@@ -154,14 +180,20 @@ unsafe fn dot_nl<B: Nl4>(n: usize, vx: &[u8], vy: &[u8]) -> f32 {
             }
         }
         let (xa, ya, xb, yb) = (&x[k], &y[k], &x[k + 1], &y[k + 1]);
-        let sa = _mm256_madd_epi16(mul_i8(lookup32(xa.qs(), table), load32(&ya.qs)), ones);
-        let sb = _mm256_madd_epi16(mul_i8(lookup32(xb.qs(), table), load32(&yb.qs)), ones);
+        // Both blocks in one pass: block a in the low 128-bit lanes, block b in the high.
+        let (lo, hi) = lookup2(xa.qs(), xb.qs(), table);
+        let (va, vb) = (load32(&ya.qs), load32(&yb.qs));
+        let plo = mul_i8(lo, _mm256_permute2x128_si256::<0x20>(va, vb));
+        let phi = mul_i8(hi, _mm256_permute2x128_si256::<0x31>(va, vb));
+        let s = if B::SMALL {
+            _mm256_madd_epi16(_mm256_add_epi16(plo, phi), ones)
+        } else {
+            _mm256_add_epi32(_mm256_madd_epi16(plo, ones), _mm256_madd_epi16(phi, ones))
+        };
         // SAFETY: f16c is enabled here.
         let d = unsafe { B::scales2(xa, xb, ya.d.0, yb.d.0) };
-        let da = _mm256_broadcastss_ps(d);
-        let db = _mm256_broadcastss_ps(_mm_movehl_ps(d, d));
-        acc[0] = _mm256_fmadd_ps(da, _mm256_cvtepi32_ps(sa), acc[0]);
-        acc[1] = _mm256_fmadd_ps(db, _mm256_cvtepi32_ps(sb), acc[1]);
+        let d = _mm256_set_m128(_mm_shuffle_ps::<0xaa>(d, d), _mm_shuffle_ps::<0x00>(d, d));
+        acc[k / 2 % 2] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k / 2 % 2]);
         k += 2;
     }
     if k < nb {

@@ -204,8 +204,16 @@ impl KQuant for Q6K {
         // bits 2r, 2r + 1 of qh[32h + l] above it.
         let (h, r) = (c / 4, c % 4);
         let low = field(load(b.add(64 * h + 32 * (r % 2))), 4 * (r / 2), 0x0F);
-        let high = field(load(b.add(128 + 32 * h)), 2 * r, 3);
-        _mm256_or_si256(low, _mm256_slli_epi16::<4>(high))
+        // Bits 2r, 2r + 1 moved straight to 4, 5 (a 16-bit shift: the mask drops what
+        // crosses from the other byte).
+        let qh = load(b.add(128 + 32 * h));
+        let moved = match r {
+            0 => _mm256_slli_epi16::<4>(qh),
+            1 => _mm256_slli_epi16::<2>(qh),
+            2 => qh,
+            _ => _mm256_srli_epi16::<2>(qh),
+        };
+        _mm256_or_si256(low, _mm256_and_si256(moved, _mm256_set1_epi8(0x30)))
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
