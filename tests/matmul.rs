@@ -139,6 +139,9 @@ fn batched_kernels_equal_vec_dot() {
             (48, 64),
             (3, 5),
             (16, 9),
+            // Either side of where the formats with a matvec kernel switch to the batched one.
+            (16, 11),
+            (16, 12),
             (33, 1),
             (7, 3),
         ] {

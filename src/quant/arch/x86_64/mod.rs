@@ -34,6 +34,18 @@ pub(crate) fn prefetch(p: *const u8, bytes: usize) {
     }
 }
 
+/// Prefetches into L2 the cache lines of the `bytes` bytes at `p`.
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const u8, bytes: usize) {
+    let mut o = 0;
+    while o < bytes {
+        // SAFETY: a prefetch is a hint that never faults, whatever the address, and SSE is
+        // part of x86_64; the pointer is not dereferenced.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o) as *const i8) };
+        o += 64;
+    }
+}
+
 /// The kernels of one type on a path: dequantize, quantize, vec_dot.
 type Own = (Option<DequantizeFn>, Option<QuantizeFn>, Option<VecDotFn>);
 
