@@ -252,6 +252,13 @@ fn session<'m>(
 ) -> Result<()> {
     let c = &model.config;
     let stop = interrupt_flag()?;
+    // A warm-up pass, as llama.cpp makes at load: one token through the whole model, so that
+    // the first prompt's timing does not include faulting in the mapped weights; the cache is
+    // emptied after it.
+    let warm = Instant::now();
+    eval(engine, &[tok.bos().unwrap_or(0)])?;
+    engine.clear();
+    let load = load + warm.elapsed();
 
     let gen = GenOptions {
         n_predict: usize::try_from(args.n_predict).ok(),
