@@ -8,7 +8,6 @@ use crate::backend::cpu::{self, fast, matmul};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Config, LayerWeights, WeightView};
 use crate::quant::{self, GgmlType};
-use half::f16;
 
 /// Activations and scratch for a batch of up to `n_batch` tokens.
 ///
@@ -476,6 +475,18 @@ fn attention(
             )
         };
         let g = h / group;
+        let k_heads = fast::CacheHeads {
+            data: k_cache,
+            row: k_row,
+            off: g * k_head,
+            rows,
+        };
+        let v_heads = fast::CacheHeads {
+            data: v_cache,
+            row: v_row,
+            off: g * v_head,
+            rows,
+        };
         for t in 0..n {
             let pos = pos0 + t;
             let lo = match window {
@@ -491,30 +502,29 @@ fn attention(
             } else {
                 to_dot(qh, q_dot, None);
             }
-            for (i, j) in (lo..=pos).enumerate() {
-                let j = j % rows;
+            let out = &mut out_h[t * hv..(t + 1) * hv];
+            if v_f16 {
+                fast::scores_f16(s, k_heads, lo, q_h, kq_scale);
+                cpu::softmax(s);
+                fast::mix_f16(out, s, v_heads, lo);
+                continue;
+            }
+            let mut j = lo % rows;
+            for s in s.iter_mut() {
                 let kh = &k_cache[j * k_row + g * k_head..j * k_row + (g + 1) * k_head];
-                s[i] = if v_f16 {
-                    fast::dot_f16_f32(kh, q_h)
-                } else {
-                    vec_dot(hk, kh, q_dot)
-                } * kq_scale;
+                *s = vec_dot(hk, kh, q_dot) * kq_scale;
+                j = if j + 1 == rows { 0 } else { j + 1 };
             }
             cpu::softmax(s);
-            let out = &mut out_h[t * hv..(t + 1) * hv];
             out.fill(0.0);
-            for (i, j) in (lo..=pos).enumerate() {
-                let j = j % rows;
+            let mut j = lo % rows;
+            for &p in s.iter() {
                 let vh = &v_cache[j * v_row + g * v_head..j * v_row + (g + 1) * v_head];
-                if v_f16 {
-                    fast::axpy_f16(out, f16::from_f32(s[i]).to_f32(), vh);
-                } else {
-                    deq(vh, v_tmp);
-                    let p = s[i];
-                    for (o, &x) in out.iter_mut().zip(v_tmp.iter()) {
-                        *o += p * x;
-                    }
+                deq(vh, v_tmp);
+                for (o, &x) in out.iter_mut().zip(v_tmp.iter()) {
+                    *o += p * x;
                 }
+                j = if j + 1 == rows { 0 } else { j + 1 };
             }
         }
     });
