@@ -265,7 +265,7 @@ fn layer_part(
     // attention rmsnorm
     let xb = &mut a[..n * dim];
     let x = &mut st.x[r0 * dim..(r0 + n) * dim];
-    cpu::rms_norm(xb, x, w.attn_norm, eps);
+    rms_norm_rows(xb, x, w.attn_norm, eps, n);
 
     // qkv projections
     let (q, k, v) = (&mut b[..n * qd], &mut k[..n * kd], &mut v[..n * vd]);
@@ -298,11 +298,39 @@ fn layer_part(
 
     // RoPE
     let (base, scale) = c.rope_of(il);
-    let cs = &mut st.rope_cs[..c.n_rot];
-    for t in 0..n {
-        cpu::rope_cache(cs, (pos0 + t) as i64, base, scale, rope_factors);
-        cpu::rope(&mut q[t * qd..(t + 1) * qd], c.head_dim_k, cs, c.rope_style);
-        cpu::rope(&mut k[t * kd..(t + 1) * kd], c.head_dim_k, cs, c.rope_style);
+    if c.n_rot <= ROPE_MAX {
+        // Over token blocks, each with its cos/sin table on the stack.
+        let per = rows_per_block(n);
+        let (qs, ks) = (Parts::new(&mut *q, per * qd), Parts::new(&mut *k, per * kd));
+        by_rows(n, |t0, t1| {
+            // SAFETY: block t0 / per is this task's alone.
+            let (qb, kb) = unsafe { (qs.get(t0 / per), ks.get(t0 / per)) };
+            let mut table = [0f32; ROPE_MAX];
+            let cs = &mut table[..c.n_rot];
+            for t in t0..t1 {
+                let r = t - t0;
+                cpu::rope_cache(cs, (pos0 + t) as i64, base, scale, rope_factors);
+                cpu::rope(
+                    &mut qb[r * qd..(r + 1) * qd],
+                    c.head_dim_k,
+                    cs,
+                    c.rope_style,
+                );
+                cpu::rope(
+                    &mut kb[r * kd..(r + 1) * kd],
+                    c.head_dim_k,
+                    cs,
+                    c.rope_style,
+                );
+            }
+        });
+    } else {
+        let cs = &mut st.rope_cs[..c.n_rot];
+        for t in 0..n {
+            cpu::rope_cache(cs, (pos0 + t) as i64, base, scale, rope_factors);
+            cpu::rope(&mut q[t * qd..(t + 1) * qd], c.head_dim_k, cs, c.rope_style);
+            cpu::rope(&mut k[t * kd..(t + 1) * kd], c.head_dim_k, cs, c.rope_style);
+        }
     }
     if c.scale_q {
         cpu::scale(q, c.attn_scale);
@@ -337,7 +365,7 @@ fn layer_part(
     let [xb, gate, up] = split(&mut st.arena, n, [l.xb, l.gate, l.up]);
 
     // ffn rmsnorm
-    cpu::rms_norm(xb, x, w.ffn_norm, eps);
+    rms_norm_rows(xb, x, w.ffn_norm, eps, n);
 
     // gated feed-forward: down(act(gate(x)) * up(x))
     let (gate, up_f) = (&mut gate[..n * f], &mut up[..n * f]);
@@ -348,10 +376,18 @@ fn layer_part(
         n,
         &mut st.act,
     )?;
-    match c.activation {
-        Activation::SwiGlu => cpu::swiglu(gate, up_f),
-        Activation::GeGlu => cpu::geglu(gate, up_f),
-    }
+    let per = rows_per_block(n);
+    let gates = Parts::new(&mut *gate, per * f);
+    let up_r = &*up_f;
+    by_rows(n, |t0, t1| {
+        // SAFETY: block t0 / per is this task's alone.
+        let g = unsafe { gates.get(t0 / per) };
+        let u = &up_r[t0 * f..t1 * f];
+        match c.activation {
+            Activation::SwiGlu => cpu::swiglu(g, u),
+            Activation::GeGlu => cpu::geglu(g, u),
+        }
+    });
     // into the up slot (up is dead)
     let xb2 = &mut up[..n * dim];
     matmul(xb2, gate, &w.w_down, n, &mut st.act)?;
@@ -361,6 +397,39 @@ fn layer_part(
     // residual
     cpu::add(x, xb2);
     Ok(())
+}
+
+/// The widest RoPE whose cos/sin table a task keeps on its stack; wider ones run serially.
+const ROPE_MAX: usize = 512;
+
+/// `f(t0, t1)` over blocks of the `n` token rows, on the current team: the per-row steps of a
+/// layer (norms, RoPE, the gated activation) are independent across tokens. One block for a
+/// few tokens, where handing out work costs more than it saves.
+fn by_rows(n: usize, f: impl Fn(usize, usize) + Sync) {
+    let per = n.div_ceil(team::threads() * 4).max(8);
+    let blocks = n.div_ceil(per);
+    if blocks <= 1 {
+        f(0, n);
+        return;
+    }
+    team::for_each(blocks, |b| f(b * per, ((b + 1) * per).min(n)));
+}
+
+/// Rows per block of [`by_rows`], for cutting the buffers it writes into [`Parts`].
+fn rows_per_block(n: usize) -> usize {
+    n.div_ceil(team::threads() * 4).max(8)
+}
+
+/// `out = rms_norm(x) * w` per row of `dim`, over token blocks.
+fn rms_norm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, n: usize) {
+    let dim = w.len();
+    let per = rows_per_block(n);
+    let outs = Parts::new(&mut out[..n * dim], per * dim);
+    by_rows(n, |t0, t1| {
+        // SAFETY: block t0 / per is this task's alone.
+        let o = unsafe { outs.get(t0 / per) };
+        cpu::rms_norm(o, &x[t0 * dim..t1 * dim], w, eps);
+    });
 }
 
 /// head-major -> token-major: `att[t, h*hv + d] = att_h[h, t, d]`.
