@@ -406,7 +406,7 @@ const ROPE_MAX: usize = 512;
 /// layer (norms, RoPE, the gated activation) are independent across tokens. One block for a
 /// few tokens, where handing out work costs more than it saves.
 fn by_rows(n: usize, f: impl Fn(usize, usize) + Sync) {
-    let per = n.div_ceil(team::threads() * 4).max(8);
+    let per = rows_per_block(n);
     let blocks = n.div_ceil(per);
     if blocks <= 1 {
         f(0, n);
@@ -415,7 +415,8 @@ fn by_rows(n: usize, f: impl Fn(usize, usize) + Sync) {
     team::for_each(blocks, |b| f(b * per, ((b + 1) * per).min(n)));
 }
 
-/// Rows per block of [`by_rows`], for cutting the buffers it writes into [`Parts`].
+/// Rows per block of [`by_rows`] (about four blocks per thread, at least eight rows each), for
+/// cutting the buffers it writes into [`Parts`] alike.
 fn rows_per_block(n: usize) -> usize {
     n.div_ceil(team::threads() * 4).max(8)
 }
